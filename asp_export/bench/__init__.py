@@ -1,0 +1,1 @@
+"""Latency benchmarking of exported models on their real runtimes."""

@@ -1,0 +1,59 @@
+"""Typed errors that the CLI turns into one-line messages.
+
+Leaf module: imports nothing from the package, so every module can raise these.
+Exit codes follow the CLI contract: 2 for bad usage or bad input, 1 for a run
+that failed or a check that did not pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class AspError(Exception):
+    """Base class of every error asp reports to the user without a traceback."""
+
+    exit_code = 1
+
+
+class UserInputError(AspError):
+    """The user gave something asp cannot use (a path, a name, a file, an option)."""
+
+    exit_code = 2
+
+
+class DataError(UserInputError):
+    """A dataset file is missing, corrupt or not in the expected format."""
+
+
+class ModelLoadError(UserInputError):
+    """A model file cannot be loaded safely."""
+
+
+class RunDirError(UserInputError):
+    """A run directory is missing, incomplete, from a newer schema, or would be overwritten."""
+
+
+class UnsupportedLayerError(AspError):
+    """A layer type asp does not know how to rewrite, where guessing would be wrong."""
+
+
+class TrainingError(AspError):
+    """Training diverged (NaN/Inf loss) or failed."""
+
+
+class ExportError(AspError):
+    """A converter failed or a written file does not match the Keras model."""
+
+
+class CheckFailed(AspError):
+    """`asp check` found a regression beyond its budget."""
+
+
+def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UserInputError:
+    """Build the 'unknown X' error with the valid names and a did-you-mean hint."""
+    valid = sorted(valid)
+    hint = difflib.get_close_matches(name, valid, n=1)
+    suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+    return UserInputError(f"Unknown {kind} {name!r}.{suggestion} Valid: {', '.join(valid)}.")

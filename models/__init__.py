@@ -1,0 +1,12 @@
+"""The model zoo: `@register_model` functions that return Keras functional models.
+
+    from asp_export.models import create_model, list_models
+    model = create_model("lenet5", input_shape=(28, 28, 1), num_classes=10)
+"""
+
+from asp_export.models._registry import create_model, get_model_entry, list_models, register_model
+
+# Importing the families registers their models.
+from asp_export.models import mnist as _mnist  # noqa: F401,E402
+
+__all__ = ["create_model", "get_model_entry", "list_models", "register_model"]
