@@ -8,5 +8,6 @@ from asp_export.models._registry import create_model, get_model_entry, list_mode
 
 # Importing the families registers their models.
 from asp_export.models import mnist as _mnist  # noqa: F401,E402
+from asp_export.models import tiny as _tiny  # noqa: F401,E402
 
 __all__ = ["create_model", "get_model_entry", "list_models", "register_model"]
