@@ -1,0 +1,347 @@
+"""FLOPs and parameter counts of Keras models, per layer and per call.
+
+Why a counter of our own: the pruning report compares dense and pruned models, so
+the count must follow the functional graph exactly (shared layers once per call,
+nested models recursed into) and give the same number for the same architecture on
+every machine. It reads shapes from the model's graph; nothing is executed.
+
+Convention (stable; `report.json` and `bench.json` rely on it):
+
+* ``macs`` counts the multiply-accumulates of the layers that multiply by weights:
+  Conv1D/2D/3D (grouped too), Conv*Transpose, DepthwiseConv*, SeparableConv* and
+  Dense. Per sample (batch 1), per call.
+* ``flops = 2 * macs`` (one multiply + one add per MAC), for every layer and in total.
+* Everything else counts 0: bias adds, BatchNormalization / LayerNormalization,
+  activations, pooling, Add / Multiply / Concatenate, Flatten, Reshape, Dropout,
+  padding. These are O(activations) rather than O(weights x activations), are folded
+  or fused by ONNX Runtime and TFLite, and counting them would make our numbers
+  disagree with the usual "FLOPs = 2 x MACs" tables. Note that the GASL/SSR papers'
+  LeNet-5 "FLOPs" are multiply-adds, i.e. our ``macs``.
+* ``params`` counts every weight once (trainable and not, e.g. BN moving statistics),
+  so it equals ``model.count_params()``; a shared layer's weights are attributed to
+  its first call.
+* A layer type not listed here is counted as 0 MACs with a warning naming it; its
+  weights are still counted in ``params``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from asp_export.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FlopsReport", "LayerFlops", "count", "format_count"]
+
+
+@dataclass(frozen=True)
+class LayerFlops:
+    """The cost of one call of one layer (a shared layer has one row per call)."""
+
+    name: str
+    class_name: str
+    macs: int
+    flops: int
+    params: int
+    output_shape: tuple[int, ...]  # per sample: the batch axis is dropped
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "class_name": self.class_name,
+            "macs": self.macs,
+            "flops": self.flops,
+            "params": self.params,
+            "output_shape": list(self.output_shape),
+        }
+
+
+@dataclass(frozen=True)
+class FlopsReport:
+    """Totals and per-layer rows of `count(model)`; `flops == 2 * macs`."""
+
+    flops: int
+    macs: int
+    params: int
+    trainable_params: int
+    per_layer: list[LayerFlops] = field(default_factory=list)
+    uncounted: tuple[str, ...] = ()  # names of layers of unknown type (counted as 0 MACs)
+
+    def to_dict(self) -> dict:
+        return {
+            "flops": self.flops,
+            "macs": self.macs,
+            "params": self.params,
+            "trainable_params": self.trainable_params,
+            "per_layer": [row.to_dict() for row in self.per_layer],
+            "uncounted": list(self.uncounted),
+        }
+
+    def table(self) -> str:
+        """A plain-text table of the layers with nonzero cost, then the totals."""
+        lines = [f"{'layer':<32} {'class':<22} {'output':<16} {'params':>10} {'FLOPs':>10}"]
+        for row in self.per_layer:
+            if row.macs or row.params:
+                shape = "x".join(str(d) for d in row.output_shape)
+                lines.append(
+                    f"{row.name:<32} {row.class_name:<22} {shape:<16} "
+                    f"{format_count(row.params):>10} {format_count(row.flops):>10}"
+                )
+        lines.append(f"total: {format_count(self.params)} params, {format_count(self.flops)} FLOPs ({self.macs} MACs)")
+        return "\n".join(lines)
+
+
+def format_count(n: float) -> str:
+    """Format a count with a K/M/G/T suffix and two decimals, e.g. 1234567 -> "1.23M".
+
+    Example:
+        >>> format_count(431080), format_count(999), format_count(2.5e9)
+        ('431.08K', '999', '2.50G')
+    """
+    value = float(n)
+    for suffix, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{suffix}"
+    return f"{value:.0f}"
+
+
+# --------------------------------------------------------------------------- per-type MAC rules
+# Each rule gets (layer, input_shapes, output_shapes), shapes per sample (no batch axis),
+# and returns the MACs of one call.
+
+
+def _channels_axis(layer) -> int:
+    return 0 if getattr(layer, "data_format", "channels_last") == "channels_first" else -1
+
+
+def _spatial(shape: tuple[int, ...], layer) -> tuple[int, ...]:
+    return shape[1:] if _channels_axis(layer) == 0 else shape[:-1]
+
+
+def _conv_macs(layer, ins, outs) -> int:
+    axis = _channels_axis(layer)
+    in_ch, out_ch = ins[0][axis], outs[0][axis]
+    groups = int(getattr(layer, "groups", 1) or 1)
+    return math.prod(_spatial(outs[0], layer)) * out_ch * math.prod(layer.kernel_size) * (in_ch // groups)
+
+
+def _conv_transpose_macs(layer, ins, outs) -> int:
+    # Every input pixel is multiplied by the whole kernel and scattered into the output
+    # (padding="same" crops some of those products afterwards; they are still computed).
+    axis = _channels_axis(layer)
+    in_ch, out_ch = ins[0][axis], outs[0][axis]
+    groups = int(getattr(layer, "groups", 1) or 1)
+    return math.prod(_spatial(ins[0], layer)) * in_ch * math.prod(layer.kernel_size) * (out_ch // groups)
+
+
+def _depthwise_macs(layer, ins, outs) -> int:
+    out_ch = outs[0][_channels_axis(layer)]  # = in_channels * depth_multiplier
+    return math.prod(_spatial(outs[0], layer)) * out_ch * math.prod(layer.kernel_size)
+
+
+def _separable_macs(layer, ins, outs) -> int:
+    axis = _channels_axis(layer)
+    mid_ch = ins[0][axis] * int(layer.depth_multiplier)
+    pixels = math.prod(_spatial(outs[0], layer))
+    return pixels * mid_ch * math.prod(layer.kernel_size) + pixels * mid_ch * outs[0][axis]
+
+
+def _dense_macs(layer, ins, outs) -> int:
+    # Dense acts on the last axis; any leading axes (e.g. a sequence) repeat it.
+    return math.prod(ins[0][:-1]) * ins[0][-1] * outs[0][-1]
+
+
+def _zero(layer, ins, outs) -> int:
+    return 0
+
+
+def _rules() -> list[tuple[tuple[type, ...], Callable]]:
+    """(layer classes, MAC rule), most specific first; classes missing from this Keras are skipped."""
+    from keras import layers
+
+    def classes(*names: str) -> tuple[type, ...]:
+        return tuple(getattr(layers, name) for name in names if hasattr(layers, name))
+
+    return [
+        (classes("SeparableConv1D", "SeparableConv2D"), _separable_macs),
+        (classes("DepthwiseConv1D", "DepthwiseConv2D"), _depthwise_macs),
+        (classes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), _conv_transpose_macs),
+        (classes("Conv1D", "Conv2D", "Conv3D"), _conv_macs),
+        (classes("Dense"), _dense_macs),
+        (
+            classes(
+                "InputLayer",
+                # normalisation
+                "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+                "RMSNormalization", "Normalization", "Rescaling",
+                # activations
+                "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+                # pooling
+                "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+                "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+                "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+                "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
+                "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
+                # merges
+                "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+                # shape and regularisation
+                "Flatten", "Reshape", "Permute", "RepeatVector", "Identity", "Masking",
+                "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+                "GaussianNoise", "AlphaDropout", "ActivityRegularization",
+                "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
+                "UpSampling1D", "UpSampling2D", "UpSampling3D", "Resizing", "CenterCrop",
+            ),  # fmt: skip
+            _zero,
+        ),
+    ]
+
+
+# --------------------------------------------------------------------------- graph walk
+
+
+def _graph(model):
+    """The functional graph behind `model` (a built Sequential delegates to one)."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        functional = getattr(model, "_functional", None)
+        if functional is None:
+            raise UserInputError(
+                f"Sequential model {model.name!r} is not built; give its first layer an input shape "
+                "or call `model.build(input_shape)` before counting FLOPs."
+            )
+        return functional
+    if not hasattr(model, "_nodes") or not hasattr(model, "operations"):
+        raise UserInputError(
+            f"FLOPs can only be counted on functional or Sequential Keras models; got {type(model).__name__} "
+            f"{getattr(model, 'name', '')!r}. Rebuild it with keras.Model(inputs, outputs)."
+        )
+    return model
+
+
+def _calls(model):
+    """Yield (operation, node) for every call in the model's graph, in topological order.
+
+    Keras 3 keeps the call sites only in private attributes (`_inbound_nodes`, and the
+    model's `_nodes` keys to tell this model's calls from calls in other models that
+    share the layer); the public config has the topology but not the shapes.
+    """
+    from keras.src.ops.function import make_node_key
+
+    graph = _graph(model)
+    for op in graph.operations:
+        for index, node in enumerate(op._inbound_nodes):
+            if make_node_key(op, index) in graph._nodes:
+                yield op, node
+
+
+def _per_sample(shape, where: str) -> tuple[int, ...]:
+    dims = tuple(shape)[1:]
+    if any(d is None for d in dims):
+        raise UserInputError(
+            f"{where} has an undefined size {tuple(shape)}; FLOPs depend on it. "
+            "Build the model with a fixed input shape (e.g. keras.Input(shape=(32, 32, 3)))."
+        )
+    return tuple(int(d) for d in dims)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.rules = _rules()
+        self.rows: list[LayerFlops] = []
+        self.uncounted: list[str] = []
+        self.seen_weights: set[int] = set()
+
+    def _new_params(self, layer) -> int:
+        total = 0
+        for weight in getattr(layer, "weights", []):
+            key = id(weight)
+            if key not in self.seen_weights:
+                self.seen_weights.add(key)
+                total += math.prod(int(d) for d in weight.shape)
+        return total
+
+    def _rule(self, op) -> Callable | None:
+        for classes, rule in self.rules:
+            if classes and isinstance(op, classes):
+                return rule
+        return None
+
+    def walk(self, model, prefix: str = "") -> None:
+        import keras
+
+        for op, node in _calls(model):
+            name = f"{prefix}{op.name}"
+            if isinstance(op, keras.Model):
+                self.walk(op, prefix=f"{name}/")
+                continue
+            outs = [_per_sample(t.shape, f"output of layer {name!r}") for t in node.output_tensors]
+            ins = [_per_sample(t.shape, f"input of layer {name!r}") for t in node.input_tensors]
+            rule = self._rule(op)
+            if rule is None:
+                if name not in self.uncounted:
+                    self.uncounted.append(name)
+                macs = 0
+            else:
+                macs = int(rule(op, ins, outs))
+            self.rows.append(
+                LayerFlops(
+                    name=name,
+                    class_name=type(op).__name__,
+                    macs=macs,
+                    flops=2 * macs,
+                    params=self._new_params(op),
+                    output_shape=outs[0] if outs else (),
+                )
+            )
+
+
+def count(model) -> FlopsReport:
+    """Count MACs, FLOPs (= 2 x MACs) and parameters of a Keras functional or Sequential model.
+
+    Per sample, per call, from the shapes stored in the model's graph (nothing is run).
+    See the module docstring for what counts.
+
+    Args:
+        model: A built `keras.Model` (functional or Sequential), possibly with nested models
+            and shared layers.
+
+    Returns:
+        A `FlopsReport` with totals and one `LayerFlops` row per layer call (nested layers
+        are named `outer/inner`).
+
+    Raises:
+        UserInputError: The model is a subclassed model, an unbuilt Sequential, or has an
+            undefined (None) non-batch dimension.
+
+    Example:
+        >>> from asp_export.models import create_model
+        >>> report = count(create_model("lenet5"))
+        >>> report.macs, report.params
+        (2293000, 431080)
+    """
+    counter = _Counter()
+    counter.walk(model)
+    if counter.uncounted:
+        classes = {row.name: row.class_name for row in counter.rows}
+        log.warning(
+            "FLOPs: layer(s) of a type asp does not know were counted as 0 MACs (their weights are counted): %s",
+            ", ".join(f"{name} ({classes[name]})" for name in counter.uncounted),
+        )
+    macs = sum(row.macs for row in counter.rows)
+    unique = {id(w): w for w in model.weights}
+    params = sum(math.prod(int(d) for d in w.shape) for w in unique.values())
+    trainable = {id(w): w for w in model.trainable_weights}
+    trainable_params = sum(math.prod(int(d) for d in w.shape) for w in trainable.values())
+    return FlopsReport(
+        flops=2 * macs,
+        macs=macs,
+        params=params,
+        trainable_params=trainable_params,
+        per_layer=counter.rows,
+        uncounted=tuple(counter.uncounted),
+    )
