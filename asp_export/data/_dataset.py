@@ -1,0 +1,429 @@
+"""The `Dataset` object: deterministic splits plus tf.data pipelines over one stored source.
+
+Every source (digits, IDX, CIFAR binary, image folder, numpy arrays) is reduced to a *store*:
+either small uint8 arrays held in memory (`ArrayStore`) or a list of image files streamed from
+disk (`FileStore`). A split is a store plus an index array, so train and validation share one
+store and never copy images. Pixels stay in their stored dtype (uint8 for every file source)
+until a batch is formed; only then are they converted to float32 in [0, 1], changed to the
+model's channel count and resized to its height and width.
+
+TensorFlow is imported inside methods so that `import asp_export.data` stays light (the CLI's
+`--help` must not import TensorFlow).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from asp_export.errors import DataError, UserInputError
+
+log = logging.getLogger(__name__)
+
+# Held-out test fractions for sources without an official test split (digits, image folders).
+# The test split uses a fixed seed, independent of the user's `seed`, so that every run on the
+# same data is evaluated on the same images and changing `seed` can never leak test images
+# into training.
+TEST_FRACTION = 0.2
+TEST_SPLIT_SEED = 0
+
+
+# --- stores -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ArrayStore:
+    """Images held in memory: x is [N, H, W, C] (uint8 or float32), y is [N] int32."""
+
+    x: np.ndarray
+    y: np.ndarray
+    scale: float  # multiply stored values by this to get [0, 1]
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class FileStore:
+    """Image files streamed from disk; y is [N] int32 aligned with `paths`."""
+
+    paths: np.ndarray  # of str
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """What a source loader returns: train and test stores plus metadata."""
+
+    train: ArrayStore | FileStore
+    test: ArrayStore | FileStore
+    native_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    augmentable: bool = False  # CIFAR-style crop+flip makes sense for this source
+    resolved_data_dir: str | None = None
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+
+def check_input_shape(input_shape: Any) -> tuple[int, int, int] | None:
+    """Validate a user-given (H, W, C) and return it as a tuple of ints (None passes through)."""
+    if input_shape is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise UserInputError(f"input_shape must be (height, width, channels), got {input_shape!r}.") from None
+    if len(shape) != 3 or shape[0] <= 0 or shape[1] <= 0 or shape[2] not in (1, 3):
+        raise UserInputError(
+            f"input_shape must be (height, width, channels) with positive sizes and 1 or 3 channels, "
+            f"got {input_shape!r}."
+        )
+    return shape
+
+
+def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, *, what: str) -> None:
+    """Refuse empty data, mismatched counts, non-finite pixels and out-of-range labels."""
+    if x.ndim != 4:
+        raise DataError(f"{what}: images must be [N, height, width, channels], got shape {x.shape}.")
+    if x.shape[0] == 0:
+        raise DataError(f"{what}: the dataset is empty (0 images).")
+    if y.shape != (x.shape[0],):
+        raise DataError(f"{what}: {x.shape[0]} images but labels of shape {y.shape}; expected ({x.shape[0]},).")
+    if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argwhere(bad)[0][0])
+            raise DataError(
+                f"{what}: {int(bad.sum())} pixel values are NaN or Inf (first in image {first}); "
+                "clean the data or drop those images."
+            )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{what}: labels must be integers, got dtype {y.dtype}.")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        bad_label = int(y.min() if y.min() < 0 else y.max())
+        raise DataError(f"{what}: label {bad_label} is out of range; expected 0..{num_classes - 1}.")
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions 0..N-1 into (kept, held) with `fraction` of each class held out.
+
+    Deterministic for a given seed. Each class keeps at least one item when it has one, and
+    holds out round(fraction * count) items. Both returned index arrays are sorted.
+    """
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+    held: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        members = members[rng.permutation(members.size)]
+        n_held = min(int(round(fraction * members.size)), members.size - 1)
+        held.append(members[:n_held])
+        kept.append(members[n_held:])
+    kept_idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+    return kept_idx.astype(np.int64), held_idx.astype(np.int64)
+
+
+# --- preprocessing (TensorFlow) -----------------------------------------------------------
+
+
+def _to_model_input(x, scale: float, input_shape: tuple[int, int, int]):
+    """[B, h, w, c] stored pixels -> float32 [B, H, W, C] in [0, 1] for the model."""
+    import tensorflow as tf
+
+    x = tf.cast(x, tf.float32) * scale
+    height, width, channels = input_shape
+    have = x.shape[-1]
+    if have == 1 and channels == 3:
+        x = tf.repeat(x, 3, axis=-1)  # gray -> RGB by repeating the plane
+    elif have == 3 and channels == 1:
+        x = tf.image.rgb_to_grayscale(x)  # ITU-R 601 luminance
+    if x.shape[1] != height or x.shape[2] != width:
+        # antialias only matters when shrinking; it keeps downsampled images faithful
+        x = tf.image.resize(x, (height, width), method="bilinear", antialias=True)
+        x = tf.clip_by_value(x, 0.0, 1.0)
+    return x
+
+
+def _augment_batch(x, seed):
+    """CIFAR augmentation on a stored batch: zero-pad 4 px, random crop back, random h-flip."""
+    import tensorflow as tf
+
+    batch = tf.shape(x)[0]
+    height, width = x.shape[1], x.shape[2]
+    pad = 4
+    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    dy = tf.random.stateless_uniform([batch], seeds[0], 0, 2 * pad + 1, dtype=tf.int32)
+    dx = tf.random.stateless_uniform([batch], seeds[1], 0, 2 * pad + 1, dtype=tf.int32)
+    rows = dy[:, None] + tf.range(height)[None, :]
+    cols = dx[:, None] + tf.range(width)[None, :]
+    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
+    cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
+    flip = tf.random.stateless_uniform([batch], seeds[2]) < 0.5
+    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
+
+
+def _decode_file(path, native_shape: tuple[int, int, int]):
+    """Read one image file -> uint8 [h, w, C_native] (first frame of a GIF, alpha dropped)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    if native_shape[2] == 1:
+        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
+    return image
+
+
+# --- the Dataset --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded dataset: metadata, deterministic splits, and tf.data pipelines.
+
+    Build it with `asp_export.data.load_dataset`; `load_dataset(**ds.describe())` rebuilds it.
+    Batches are `(x, y)` with x float32 [B, H, W, C] in [0, 1] at `input_shape`, y int32 [B].
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    native_shape: tuple[int, int, int]
+    data_dir: str | None
+    val_fraction: float
+    seed: int
+    augment: bool
+    _splits: dict[str, tuple[ArrayStore | FileStore, np.ndarray]] = field(repr=False)
+    _tensors: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    # sizes -------------------------------------------------------------------------------
+    @property
+    def n_train(self) -> int:
+        return int(self._splits["train"][1].size)
+
+    @property
+    def n_val(self) -> int:
+        return int(self._splits["val"][1].size)
+
+    @property
+    def n_test(self) -> int:
+        return int(self._splits["test"][1].size)
+
+    def labels(self, split: str = "test") -> np.ndarray:
+        """The int32 labels of a split, in the order `val()`/`test()` yield them."""
+        store, idx = self._split(split)
+        return store.y[idx].astype(np.int32)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able arguments of `load_dataset` that reload exactly this data.
+
+        Example:
+            >>> ds = load_dataset("digits", input_shape=(28, 28, 1))
+            >>> load_dataset(**ds.describe()).n_train == ds.n_train
+            True
+        """
+        return {
+            "name": self.name,
+            "data_dir": self.data_dir,
+            "input_shape": list(self.input_shape),
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "augment": self.augment,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, classes={self.num_classes}, input_shape={self.input_shape}, "
+            f"train/val/test={self.n_train}/{self.n_val}/{self.n_test})"
+        )
+
+    # pipelines ---------------------------------------------------------------------------
+    def train(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        repeat: bool = False,
+        drop_remainder: bool = False,
+    ):
+        """Training batches; reshuffled (and re-augmented) each epoch, deterministically.
+
+        Args:
+            batch_size: images per batch.
+            shuffle: shuffle the order (a full-split shuffle of indices, not of images).
+            seed: shuffle/augmentation seed; None uses the dataset's `seed`.
+            repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
+            drop_remainder: drop the last partial batch (e.g. for a distribution strategy).
+
+        Returns:
+            A `tf.data.Dataset` of `(x float32 [B, H, W, C], y int32 [B])`.
+        """
+        seed = self.seed if seed is None else int(seed)
+        return self._pipeline(
+            "train", batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
+            augment=self.augment, drop_remainder=drop_remainder,
+        )
+
+    def val(self, batch_size: int):
+        """Validation batches in a fixed order (held out from the training data)."""
+        if self.n_val == 0:
+            raise DataError(f"{self.name} has no validation split (val_fraction={self.val_fraction}).")
+        return self._pipeline("val", batch_size, shuffle=False, seed=0, repeat=False, augment=False)
+
+    def test(self, batch_size: int):
+        """Test batches in a fixed order."""
+        return self._pipeline("test", batch_size, shuffle=False, seed=0, repeat=False, augment=False)
+
+    def sample(self, n: int, *, split: str = "test", with_labels: bool = False, seed: int = 0):
+        """Real, preprocessed images for export parity checks and int8 calibration.
+
+        Deterministic for a given seed; never augmented. Returns at most `n` images (the whole
+        split if it is smaller, with a warning).
+
+        Args:
+            n: number of images wanted.
+            split: "train", "val" or "test".
+            with_labels: also return the int32 labels.
+            seed: which images are picked.
+
+        Returns:
+            float32 numpy [n, H, W, C] in [0, 1], or `(x, y)` when `with_labels`.
+        """
+        import tensorflow as tf
+
+        if int(n) <= 0:
+            raise UserInputError(f"sample size must be positive, got {n}.")
+        store, idx = self._split(split)
+        if idx.size == 0:
+            raise DataError(f"{self.name} has no {split} images to sample from.")
+        if n > idx.size:
+            log.warning("asked for %d %s samples of %s; only %d exist, returning all", n, split, self.name, idx.size)
+            n = idx.size
+        pick = idx[np.sort(np.random.default_rng(seed).choice(idx.size, size=int(n), replace=False))]
+        if isinstance(store, ArrayStore):
+            x = _to_model_input(store.x[pick], store.scale, self.input_shape)
+        else:
+            images = []
+            for path in store.paths[pick]:
+                try:
+                    images.append(_to_model_input(_decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape))
+                except tf.errors.OpError as err:
+                    raise DataError(f"{path}: cannot decode image ({err.message.splitlines()[0]}).") from None
+            x = tf.concat(images, axis=0)
+        x = np.asarray(x, dtype=np.float32)
+        return (x, store.y[pick].astype(np.int32)) if with_labels else x
+
+    # internals ---------------------------------------------------------------------------
+    def _split(self, split: str) -> tuple[ArrayStore | FileStore, np.ndarray]:
+        if split not in self._splits:
+            raise UserInputError(f"Unknown split {split!r}; expected one of train, val, test.")
+        return self._splits[split]
+
+    def _store_tensor(self, store: ArrayStore):
+        # one constant per store, shared by all pipelines of this Dataset (train and val share it)
+        import tensorflow as tf
+
+        key = id(store)
+        if key not in self._tensors:
+            self._tensors[key] = tf.constant(store.x)
+        return self._tensors[key]
+
+    def _pipeline(self, split, batch_size, *, shuffle, seed, repeat, augment, drop_remainder=False):
+        import tensorflow as tf
+
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        store, idx = self._split(split)
+        if idx.size == 0:
+            raise DataError(f"{self.name} has an empty {split} split.")
+        labels = tf.constant(store.y[idx].astype(np.int32))
+        shape = self.input_shape
+        options = tf.data.Options()
+        options.deterministic = True
+
+        if isinstance(store, ArrayStore):
+            x_all = self._store_tensor(store)
+            scale = store.scale
+            ds = tf.data.Dataset.range(idx.size)  # positions within this split
+            if shuffle:
+                # shuffling positions, not images: the buffer holds integers only
+                ds = ds.shuffle(idx.size, seed=seed, reshuffle_each_iteration=True)
+            if repeat:
+                ds = ds.repeat()
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            positions_to_rows = tf.constant(idx)
+
+            if augment:
+                noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+                ds = tf.data.Dataset.zip((ds, noise))
+
+                def fetch(pos, rnd):
+                    x = _augment_batch(tf.gather(x_all, tf.gather(positions_to_rows, pos)), rnd)
+                    return _to_model_input(x, scale, shape), tf.gather(labels, pos)
+            else:
+
+                def fetch(pos):
+                    x = tf.gather(x_all, tf.gather(positions_to_rows, pos))
+                    return _to_model_input(x, scale, shape), tf.gather(labels, pos)
+
+            ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            native = self.native_shape
+            ds = tf.data.Dataset.from_tensor_slices((store.paths[idx], store.y[idx].astype(np.int32)))
+            if shuffle:
+                ds = ds.shuffle(idx.size, seed=seed, reshuffle_each_iteration=True)
+            if repeat:
+                ds = ds.repeat()
+
+            def load(path, label):
+                image = _decode_file(path, native)
+                return _to_model_input(image[None], 1 / 255, shape)[0], label
+
+            ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def build_dataset(
+    name: str,
+    source: SourceData,
+    *,
+    input_shape: tuple[int, int, int] | None,
+    val_fraction: float,
+    seed: int,
+    augment: bool,
+) -> Dataset:
+    """Hold out the validation split from train and wrap everything in a `Dataset`."""
+    if len(source.train) == 0 or len(source.test) == 0:
+        raise DataError(f"{name}: the dataset is empty (train {len(source.train)}, test {len(source.test)} images).")
+    if len(source.class_names) < 2:
+        raise DataError(f"{name}: found {len(source.class_names)} class(es); classification needs at least 2.")
+    if augment and not source.augmentable:
+        raise UserInputError(f"augment=True is only available for CIFAR datasets, not {name!r}.")
+    train_idx, val_idx = stratified_split(source.train.y, val_fraction, seed)
+    splits = {
+        "train": (source.train, train_idx),
+        "val": (source.train, val_idx),
+        "test": (source.test, np.arange(len(source.test), dtype=np.int64)),
+    }
+    return Dataset(
+        name=name,
+        num_classes=len(source.class_names),
+        input_shape=input_shape or source.native_shape,
+        class_names=tuple(source.class_names),
+        native_shape=source.native_shape,
+        data_dir=source.resolved_data_dir,
+        val_fraction=float(val_fraction),
+        seed=int(seed),
+        augment=bool(augment),
+        _splits=splits,
+    )
