@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -345,3 +346,101 @@ def count(model) -> FlopsReport:
         per_layer=counter.rows,
         uncounted=tuple(counter.uncounted),
     )
+
+
+# --------------------------------------------------------------------------- the zoo's costs
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """One zoo model's size and cost at a given input shape (`error` set if it does not build there)."""
+
+    name: str
+    summary: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    params: int | None
+    flops: int | None
+    macs: int | None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "params": self.params,
+            "flops": self.flops,
+            "macs": self.macs,
+            "error": self.error,
+        }
+
+
+def _one_line(err: Exception) -> str:
+    """The informative line of a Keras build error (Keras prefixes "Exception encountered ...")."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith("Exception encountered")]
+    line = (useful or lines or [type(err).__name__])[0]
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def zoo_costs(
+    pattern: str = "*",
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    num_classes: int | None = None,
+    include_tiny: bool = False,
+) -> list[ModelCost]:
+    """Build each matching zoo model and count its params and FLOPs (what `asp models` lists).
+
+    Args:
+        pattern: fnmatch pattern on model names, e.g. "resnet*".
+        input_shape: (H, W, C) to build every model at; None uses each model's default.
+        num_classes: classifier width; None uses each model's default.
+        include_tiny: also list the `tiny_*` test networks.
+
+    Returns:
+        One `ModelCost` per model, sorted by name. A model that cannot be built at the given
+        input shape (e.g. too small for its pooling) gets `error` set instead of counts.
+    """
+    import keras
+
+    from asp_export.models import create_model, get_model_entry, list_models
+
+    names = [n for n in list_models(pattern) if include_tiny or not n.startswith("tiny_")]
+    costs = []
+    for name in names:
+        entry = get_model_entry(name)
+        shape = tuple(int(d) for d in input_shape) if input_shape is not None else entry.default_input_shape
+        classes = num_classes if num_classes is not None else entry.default_num_classes
+        try:
+            model = create_model(name, input_shape=shape, num_classes=classes)
+        except UserInputError:
+            raise  # the shape or class count itself is invalid for every model
+        except ValueError as err:  # Keras refuses e.g. pooling a 1x1 map
+            log.debug("model %s does not build at %s: %s", name, shape, err)
+            costs.append(ModelCost(name, entry.summary, shape, classes, None, None, None, _one_line(err)))
+            continue
+        report = count(model)
+        costs.append(ModelCost(name, entry.summary, shape, classes, report.params, report.flops, report.macs))
+        del model
+        keras.backend.clear_session()  # keeps memory and layer-name counters flat across builds
+    return costs
+
+
+def zoo_table(costs: list[ModelCost]) -> str:
+    """Render `zoo_costs()` as an aligned text table (name, input, params, FLOPs, summary)."""
+    header = f"{'model':<18} {'input':<10} {'params':>9} {'FLOPs':>9}  summary"
+    lines = [header, "-" * len(header)]
+    for cost in costs:
+        shape = "x".join(str(d) for d in cost.input_shape)
+        if cost.error is not None:
+            lines.append(f"{cost.name:<18} {shape:<10} {'-':>9} {'-':>9}  does not build at this input: {cost.error}")
+            continue
+        lines.append(
+            f"{cost.name:<18} {shape:<10} {format_count(cost.params):>9} {format_count(cost.flops):>9}  {cost.summary}"
+        )
+    lines.append("FLOPs = 2 x multiply-accumulates of conv/dense layers, per image (docs/models.md).")
+    return "\n".join(lines)
