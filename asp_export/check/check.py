@@ -1,0 +1,703 @@
+"""Compare a run's figures with a committed baseline, metric by metric, each within its budget.
+
+Why a table: which figures exist, where they come from, which direction is better and how much
+slack each may have are *data*, so they live in `METRICS` and `BUDGETS` below; collecting,
+comparing, writing the baseline and rendering all loop over those rows. Adding a metric is
+adding a row.
+
+Latency is gated through `speedup_p50` (dense p50 / pruned p50, both measured by `asp bench` in
+the same run on the same machine), never through milliseconds: CI machines differ by far more
+than any regression we want to catch, but a ratio measured within one run mostly cancels the
+machine out. What remains is run-to-run noise, which the latency budget (default 10 %) allows.
+
+Nothing here imports TensorFlow, numpy or a runtime: `asp check` must run on a bare CI runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asp_export.check.baseline import Baseline, BaselineError, load_baseline, save_baseline
+from asp_export.errors import RunDirError, UserInputError, unknown_name_error
+from asp_export.rundir import RunDir, read_json
+from asp_export.versions import asp_version
+
+log = logging.getLogger(__name__)
+
+# Status of one row in the comparison.
+PASS, FAIL, SKIPPED, NEW, INFO = "pass", "fail", "skipped", "new", "info"
+
+# Floating-point slack so that a value exactly on its budget passes after JSON round trips.
+_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: the run-dir files a metric can come from.
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file in the run directory that figures are read from."""
+
+    key: str
+    path: Callable[[RunDir], Path]
+    label: str  # as shown to users, relative to the run root
+    written_by: str
+
+
+SOURCES: dict[str, Source] = {
+    s.key: s
+    for s in (
+        Source("report", lambda run: run.report_json, "report.json", "asp prune"),
+        Source("manifest", lambda run: run.manifest_json, "export/manifest.json", "asp export"),
+        Source("bench", lambda run: run.bench_json, "bench/bench.json", "asp bench"),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Budgets: how much a family of metrics may get worse. One CLI option per budget.
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The allowed slack for a family of metrics.
+
+    `kind` is "relative" (percent of the baseline value) or "points" (absolute percentage
+    points, for accuracies stored as fractions).
+    """
+
+    key: str
+    kind: str
+    default: float
+    option: str
+    help: str
+
+    def parse(self, text: Any, *, where: str | None = None) -> float:
+        """Parse '10%', '10', 10, '0.2', '0.2pp' into a non-negative number in this budget's unit.
+
+        Raises:
+            UserInputError: when the text is not a non-negative number in this budget's unit.
+        """
+        where = where or self.option
+        raw = str(text).strip().lower().replace(" ", "")
+        if self.kind == "relative":
+            number = raw[:-1] if raw.endswith("%") else raw
+            example = "10% (or 10)"
+        else:
+            if raw.endswith("%"):
+                raise UserInputError(
+                    f"{where}={text!r}: accuracy budgets are absolute percentage points, not percent; "
+                    f"write 0.2 or 0.2pp for 0.2 points."
+                )
+            number = raw[:-2] if raw.endswith("pp") else raw
+            example = "0.2 (or 0.2pp)"
+        try:
+            value = float(number)
+        except ValueError:
+            raise UserInputError(f"{where}={text!r} is not a budget; write e.g. {example}.") from None
+        if not math.isfinite(value) or value < 0:
+            raise UserInputError(f"{where}={text!r} must be a finite number >= 0, e.g. {example}.")
+        return value
+
+    def format(self, value: float) -> str:
+        """The budget as stored in the baseline file: '10%' or '0.2pp'."""
+        return f"{value:g}%" if self.kind == "relative" else f"{value:g}pp"
+
+
+BUDGETS: dict[str, Budget] = {
+    b.key: b
+    for b in (
+        Budget("size", "relative", 0.0, "--max-size-increase",
+               "Allowed growth of each model file (report's .keras and every exported file)."),
+        Budget("params", "relative", 0.0, "--max-params-increase", "Allowed growth of the pruned params."),
+        Budget("flops", "relative", 0.0, "--max-flops-increase", "Allowed growth of the pruned FLOPs."),
+        Budget("accuracy", "points", 0.2, "--max-accuracy-drop",
+               "Allowed drop of pruned and masked accuracy, in percentage points."),
+        Budget("latency", "relative", 10.0, "--max-latency-regression",
+               "Allowed fall of each speedup_p50 (dense/pruned p50 measured in the same run), "
+               "in percent of the baseline speedup: the run-to-run noise the gate tolerates."),
+    )
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics: what is read from which source, and which direction is better.
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the METRICS table.
+
+    `key` names the metric; rows whose `per_item` is true expand into one metric per file or
+    benchmark pair, named `key[item]` (e.g. `size_bytes[pruned/onnx/fp32]`). `extract` turns the
+    source's JSON into {metric name: value}; a value of None means "listed but not measured".
+    `direction` is "lower" or "higher" (better), "true" (must be true) or "info" (shown only).
+    """
+
+    key: str
+    label: str
+    source: str
+    extract: Callable[[dict[str, Any]], dict[str, Any]]
+    direction: str
+    budget: str | None
+    unit: str
+    per_item: bool = False
+
+    def owns(self, name: str) -> bool:
+        if self.per_item:
+            return name.startswith(self.key + "[") and name.endswith("]")
+        return name == self.key
+
+
+def _path(data: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
+
+
+def _field(dotted: str, name: str, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Extractor for one scalar field; absent fields yield no metric (the comparison reports them)."""
+
+    def extract(data: dict[str, Any]) -> dict[str, Any]:
+        value = _path(data, dotted)
+        if value is _MISSING:
+            return {}
+        return {name: _validated(value, kind, dotted)}
+
+    return extract
+
+
+def _validated(value: Any, kind: str, where: str) -> Any:
+    if value is None:
+        return None
+    if kind == "count" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        raise _malformed(where, value, "a non-negative integer")
+    if kind == "fraction":
+        if not _is_number(value) or not 0.0 <= value <= 1.0:
+            raise _malformed(where, value, "an accuracy fraction in [0, 1]")
+    if kind == "ratio" and not (_is_number(value) and value > 0):
+        raise _malformed(where, value, "a positive number")
+    if kind == "text" and not isinstance(value, str):
+        raise _malformed(where, value, "a string")
+    if kind == "bool" and not isinstance(value, bool):
+        raise _malformed(where, value, "true or false")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class _FieldError(Exception):
+    """A source field has the wrong type; turned into RunDirError naming the file."""
+
+
+def _malformed(where: str, value: Any, expected: str) -> _FieldError:
+    return _FieldError(f"field {where} is {value!r}, expected {expected}")
+
+
+def _files(data: dict[str, Any]) -> list[dict[str, Any]]:
+    files = data.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+        raise _FieldError("field files must be a list of objects")
+    return files
+
+
+def _file_id(entry: dict[str, Any]) -> str:
+    return "/".join(str(entry.get(k, "?")) for k in ("model", "format", "precision"))
+
+
+def _file_sizes(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        f"size_bytes[{_file_id(f)}]": _validated(f.get("size_bytes"), "count", f"files[{_file_id(f)}].size_bytes")
+        for f in _files(data)
+    }
+
+
+def _parity_passed(data: dict[str, Any]) -> dict[str, Any]:
+    files = _files(data)
+    if not files:
+        return {}
+    for f in files:
+        parity = f.get("parity")
+        passed = parity.get("passed") if isinstance(parity, dict) else None
+        _validated(passed, "bool", f"files[{_file_id(f)}].parity.passed")
+    return {"parity.passed": all(isinstance(f.get("parity"), dict) and f["parity"].get("passed") is True
+                                 for f in files)}
+
+
+def parity_failures(manifest: dict[str, Any]) -> list[str]:
+    """Names (model/format/precision) of exported files whose parity did not pass."""
+    return [_file_id(f) for f in _files(manifest)
+            if not (isinstance(f.get("parity"), dict) and f["parity"].get("passed") is True)]
+
+
+def _pair_id(pair: dict[str, Any]) -> str:
+    return "/".join(str(pair.get(k, "?")) for k in ("runtime", "provider", "format")) + f"/b{pair.get('batch', '?')}"
+
+
+def _speedups(data: dict[str, Any]) -> dict[str, Any]:
+    pairs = data.get("pairs", [])
+    if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
+        raise _FieldError("field pairs must be a list of objects")
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name = f"speedup_p50[{_pair_id(pair)}]"
+        if name in out:
+            log.warning("bench/bench.json lists pair %s twice; using the last one.", _pair_id(pair))
+        out[name] = _validated(pair.get("speedup_p50"), "ratio", f"pairs[{_pair_id(pair)}].speedup_p50")
+    return out
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("structure", "kept filters/neurons per layer", "report", _field("structure", "structure", "text"),
+           "info", None, "text"),
+    Metric("params", "pruned model params", "report", _field("pruned.params", "params", "count"),
+           "lower", "params", "count"),
+    Metric("flops", "pruned model FLOPs (2 x MACs)", "report", _field("pruned.flops", "flops", "count"),
+           "lower", "flops", "count"),
+    Metric("size_bytes[pruned/keras]", "pruned .keras file size", "report",
+           _field("pruned.size_bytes", "size_bytes[pruned/keras]", "count"), "lower", "size", "bytes"),
+    Metric("accuracy.pruned", "pruned model accuracy", "report",
+           _field("pruned.accuracy", "accuracy.pruned", "fraction"), "higher", "accuracy", "fraction"),
+    Metric("accuracy.masked", "dense model with dead groups zeroed, accuracy", "report",
+           _field("masked.accuracy", "accuracy.masked", "fraction"), "higher", "accuracy", "fraction"),
+    Metric("size_bytes", "exported file size (model/format/precision)", "manifest", _file_sizes,
+           "lower", "size", "bytes", per_item=True),
+    Metric("parity.passed", "every exported file matches its Keras model", "manifest", _parity_passed,
+           "true", None, "bool"),
+    Metric("speedup_p50", "dense p50 / pruned p50 (runtime/provider/format/batch)", "bench", _speedups,
+           "higher", "latency", "ratio", per_item=True),
+)
+
+
+def metric_for(name: str) -> Metric:
+    """The METRICS row a metric name belongs to (exact rows win over per-item rows).
+
+    Raises:
+        UserInputError: for a name no row owns, with a did-you-mean hint.
+    """
+    for metric in METRICS:
+        if not metric.per_item and metric.owns(name):
+            return metric
+    for metric in METRICS:
+        if metric.per_item and metric.owns(name):
+            return metric
+    raise unknown_name_error("metric", name, [m.key + ("[...]" if m.per_item else "") for m in METRICS])
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a run.
+
+
+@dataclass
+class Figures:
+    """What a run directory holds: metric values and which sources were found."""
+
+    run_dir: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    found: dict[str, bool] = field(default_factory=dict)  # source key -> file exists
+    metric_of: dict[str, Metric] = field(default_factory=dict)
+    parity_failures: list[str] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[str]:
+        return [SOURCES[k].label for k, ok in self.found.items() if not ok]
+
+
+def collect(run_dir: str | Path) -> Figures:
+    """Read every available source of a run directory into metric values.
+
+    Raises:
+        RunDirError: the directory does not exist, holds none of the sources, or a source is
+            not valid JSON / has a wrong-typed field / a newer schema.
+    """
+    run = RunDir(run_dir)
+    if not run.root.is_dir():
+        raise RunDirError(
+            f"Run directory {run.root} does not exist; create it with `asp prune --out {run.root}` "
+            f"(then `asp export` and `asp bench`)."
+        )
+    figures = Figures(run_dir=run.root)
+    for source in SOURCES.values():
+        path = source.path(run)
+        figures.found[source.key] = path.is_file()
+        if not path.is_file():
+            log.debug("%s not found in %s", source.label, run.root)
+            continue
+        data = read_json(path, what=source.label)
+        try:
+            for metric in METRICS:
+                if metric.source != source.key:
+                    continue
+                for name, value in metric.extract(data).items():
+                    figures.values[name] = value
+                    figures.metric_of[name] = metric
+            if source.key == "manifest":
+                figures.parity_failures = parity_failures(data)
+        except _FieldError as err:
+            raise RunDirError(f"{path}: {err}; re-run `{source.written_by}` to rewrite it.") from None
+    if not any(figures.found.values()):
+        labels = ", ".join(s.label for s in SOURCES.values())
+        raise RunDirError(
+            f"{run.root} holds none of {labels}; run `asp prune --out {run.root}` "
+            f"(then `asp export` / `asp bench`) before `asp check`."
+        )
+    return figures
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing.
+
+
+@dataclass(frozen=True)
+class Row:
+    """The verdict on one metric."""
+
+    name: str
+    metric: Metric
+    status: str
+    baseline: Any
+    current: Any
+    delta: float | None  # current - baseline (accuracy: in percentage points)
+    delta_pct: float | None  # relative change in percent of the baseline
+    budget: float | None  # in the budget's unit (percent or points)
+    message: str
+
+    @property
+    def source_label(self) -> str:
+        return SOURCES[self.metric.source].label
+
+    def to_dict(self) -> dict[str, Any]:
+        budget = BUDGETS[self.metric.budget] if self.metric.budget else None
+        return {
+            "name": self.name,
+            "status": self.status,
+            "source": self.source_label,
+            "direction": self.metric.direction,
+            "unit": self.metric.unit,
+            "baseline": self.baseline,
+            "current": self.current,
+            "delta": self.delta,
+            "delta_pct": self.delta_pct,
+            "budget": budget.format(self.budget) if budget and self.budget is not None else None,
+            "message": self.message,
+        }
+
+
+@dataclass
+class CheckReport:
+    """The outcome of `asp check`: one row per metric, plus what was read."""
+
+    run_dir: Path
+    baseline_path: Path
+    rows: list[Row]
+    found: dict[str, bool]
+    budgets: dict[str, float]
+
+    @property
+    def failures(self) -> list[Row]:
+        return [r for r in self.rows if r.status == FAIL]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    @property
+    def missing_sources(self) -> list[str]:
+        return [SOURCES[k].label for k, ok in self.found.items() if not ok]
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.rows)
+
+    def summary(self) -> str:
+        """One line: PASS/FAIL with counts, and what failed by how much."""
+        gated = self.count(PASS) + self.count(FAIL)
+        parts = []
+        if self.count(SKIPPED):
+            parts.append(f"{self.count(SKIPPED)} skipped (missing: {', '.join(self.missing_sources) or 'values'})")
+        if self.count(NEW):
+            parts.append(f"{self.count(NEW)} new, not in the baseline")
+        extra = f"; {'; '.join(parts)}" if parts else ""
+        if self.passed:
+            return f"PASS: {gated} metric(s) within budget{extra}."
+        what = ", ".join(f"{r.name} ({r.message})" for r in self.failures)
+        return f"FAIL: {len(self.failures)} of {gated} metric(s) regressed beyond budget: {what}{extra}."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "passed": self.passed,
+            "run_dir": str(self.run_dir),
+            "baseline": str(self.baseline_path),
+            "sources": {SOURCES[k].label: ("found" if ok else "missing") for k, ok in self.found.items()},
+            "budgets": {k: BUDGETS[k].format(v) for k, v in self.budgets.items()},
+            "summary": self.summary(),
+            "results": [r.to_dict() for r in self.rows],
+        }
+
+
+def resolve_budgets(overrides: Mapping[str, Any] | None, baseline: Baseline | None) -> dict[str, float]:
+    """Budget per family: CLI override, else the baseline file's, else the default.
+
+    Raises:
+        UserInputError: a budget that does not parse, or an unknown budget name.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key in overrides:
+        if key not in BUDGETS:
+            raise unknown_name_error("budget", key, BUDGETS)
+    stored = baseline.budgets if baseline else {}
+    budgets = {}
+    for key, budget in BUDGETS.items():
+        if key in overrides:
+            budgets[key] = budget.parse(overrides[key])
+        elif key in stored:
+            budgets[key] = budget.parse(stored[key], where=f"budgets.{key} in {baseline.path}")
+        else:
+            budgets[key] = budget.default
+    return budgets
+
+
+def _metric_budget(name: str, metric: Metric, budgets: Mapping[str, float], baseline: Baseline,
+                   overrides: Mapping[str, Any]) -> float | None:
+    """Per-metric budget: an explicit CLI option beats a per-metric entry in the baseline file."""
+    if metric.budget is None:
+        return None
+    if overrides.get(metric.budget) is None and name in baseline.budgets:
+        return BUDGETS[metric.budget].parse(baseline.budgets[name], where=f"budgets[{name!r}] in {baseline.path}")
+    return budgets[metric.budget]
+
+
+def compare_one(name: str, metric: Metric, baseline: Any, current: Any, budget: float | None) -> Row:
+    """Judge one metric present in both the baseline and the run."""
+    if metric.direction == "info":
+        changed = "" if baseline == current else "changed"
+        return Row(name, metric, INFO, baseline, current, None, None, None, changed)
+    if metric.direction == "true":
+        ok = current is True
+        msg = "" if ok else "is false (must stay true)"
+        return Row(name, metric, PASS if ok else FAIL, baseline, current, None, None, None, msg)
+    if current is None:
+        return Row(name, metric, FAIL, baseline, None, None, None, budget,
+                   f"listed in {SOURCES[metric.source].label} without a value (did that row fail?)")
+    delta = current - baseline
+    delta_pct = (delta / baseline * 100.0) if baseline else None
+    spec = BUDGETS[metric.budget]
+    assert budget is not None  # every gated, non-boolean row has a budget family (table invariant)
+    if spec.kind == "points":
+        drop_pp = (baseline - current) * 100.0
+        ok = drop_pp <= budget + _EPS
+        msg = "" if ok else f"dropped {drop_pp:.2f} pp > {budget:g} pp allowed"
+        return Row(name, metric, PASS if ok else FAIL, baseline, current, delta * 100.0, delta_pct, budget, msg)
+    if metric.direction == "lower":
+        limit = baseline * (1 + budget / 100.0)
+        ok = current <= limit * (1 + _EPS) + _EPS
+        msg = "" if ok else f"{format_pct(delta_pct, budget)} > +{budget:g}% allowed"
+    else:
+        limit = baseline * (1 - budget / 100.0)
+        ok = current >= limit * (1 - _EPS) - _EPS
+        msg = "" if ok else f"{format_pct(delta_pct, -budget)} < -{budget:g}% allowed"
+    return Row(name, metric, PASS if ok else FAIL, baseline, current, delta, delta_pct, budget, msg)
+
+
+def format_pct(value: float | None, limit: float | None = None) -> str:
+    """'+10.2%'; small changes keep two significant digits (a 1-byte growth is not '+0.0%'), and
+    more decimals are shown when one would read as exactly the limit that was broken."""
+    if value is None:
+        return "n/a"
+    if value == 0:
+        return "+0%"
+    if abs(value) < 0.1:
+        return f"{value:+.2g}%"
+    for digits in (1, 2, 3, 4):
+        text = f"{value:+.{digits}f}"
+        if limit is None or float(text) != limit:
+            break
+    return f"{text}%"
+
+
+def compare(figures: Figures, baseline: Baseline, overrides: Mapping[str, Any] | None = None) -> CheckReport:
+    """Compare a run's figures with a baseline.
+
+    A baseline metric whose source file is missing from the run is `skipped` (never a pass);
+    one whose source exists but lacks it is a `fail`; a metric the baseline does not know is `new`.
+    """
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    budgets = resolve_budgets(overrides, baseline)
+    rows: list[Row] = []
+    for name in _ordered(set(baseline.metrics) | set(figures.values)):
+        metric = figures.metric_of.get(name) or metric_for(name)
+        budget = _metric_budget(name, metric, budgets, baseline, overrides)
+        source = SOURCES[metric.source]
+        if name not in baseline.metrics:
+            rows.append(Row(name, metric, NEW, None, figures.values[name], None, None, budget,
+                            "not in the baseline; --write-baseline to gate it"))
+        elif not figures.found.get(metric.source):
+            rows.append(Row(name, metric, SKIPPED, baseline.metrics[name], None, None, None, budget,
+                            f"no {source.label}"))
+        elif name not in figures.values:
+            status = INFO if metric.direction == "info" else FAIL
+            rows.append(Row(name, metric, status, baseline.metrics[name], None, None, None, budget,
+                            f"missing from {source.label} (run `{source.written_by}` as for the baseline, "
+                            f"or --write-baseline)"))
+        else:
+            rows.append(compare_one(name, metric, baseline.metrics[name], figures.values[name], budget))
+    rows = [_with_parity_detail(r, figures) for r in rows]
+    return CheckReport(figures.run_dir, baseline.path, rows, dict(figures.found), budgets)
+
+
+def _with_parity_detail(row: Row, figures: Figures) -> Row:
+    if row.name != "parity.passed" or row.status != FAIL or not figures.parity_failures:
+        return row
+    msg = f"parity failed for {', '.join(figures.parity_failures)}"
+    return Row(row.name, row.metric, row.status, row.baseline, row.current, None, None, None, msg)
+
+
+def _ordered(names: set[str]) -> list[str]:
+    """Table order: METRICS order, then by item name."""
+    index = {m.key: i for i, m in enumerate(METRICS)}
+
+    def key(name: str) -> tuple[int, str]:
+        try:
+            metric = metric_for(name)
+        except UserInputError:
+            return (len(METRICS), name)
+        return (index[metric.key], _natural(name))
+
+    return sorted(names, key=key)
+
+
+def _natural(name: str) -> str:
+    # b1 < b32 < b128 when sorting pair names
+    return re.sub(r"\d+", lambda m: m.group().zfill(8), name)
+
+
+def _validate_baseline_names(baseline: Baseline) -> None:
+    for name in baseline.metrics:
+        try:
+            metric_for(name)
+        except UserInputError as err:
+            raise BaselineError(f"{baseline.path}: {err} Fix the file or rewrite it with --write-baseline.") from None
+    for key in baseline.budgets:
+        if key in BUDGETS or key in baseline.metrics:
+            continue
+        hint = unknown_name_error("budget", key, list(BUDGETS))
+        raise BaselineError(f"{baseline.path}: {hint} (or the name of a metric in the file).")
+
+
+def run_check(run_dir: str | Path, baseline_path: str | Path,
+              overrides: Mapping[str, Any] | None = None) -> CheckReport:
+    """Compare a run directory with a committed baseline file.
+
+    Args:
+        run_dir: the run directory (`asp prune --out`).
+        baseline_path: the baseline JSON written by `write_baseline`.
+        overrides: budgets by family key (`size`, `params`, `flops`, `accuracy`, `latency`),
+            e.g. {"latency": "15%"}; None values are ignored.
+
+    Returns:
+        The report; `report.passed` is False when any metric regressed beyond its budget.
+
+    Raises:
+        BaselineError: the baseline is missing, malformed or from a newer schema (exit 2).
+        RunDirError: the run directory is missing or holds no readable source (exit 2).
+
+    Example:
+        >>> report = run_check("runs/ci", "asp-baseline.json", {"latency": "15%"})  # doctest: +SKIP
+        >>> report.passed  # doctest: +SKIP
+        True
+    """
+    baseline = load_baseline(baseline_path)
+    _validate_baseline_names(baseline)
+    resolve_budgets(overrides, baseline)  # bad options fail before any file is read
+    figures = collect(run_dir)
+    return compare(figures, baseline, overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the baseline.
+
+
+@dataclass
+class BaselineUpdate:
+    """What `write_baseline` did: the new baseline and the changes against the old one."""
+
+    baseline: Baseline
+    created: bool
+    changes: list[str]
+    missing_sources: list[str]
+    warnings: list[str]
+
+
+def write_baseline(run_dir: str | Path, baseline_path: str | Path,
+                   overrides: Mapping[str, Any] | None = None) -> BaselineUpdate:
+    """Create or update a baseline file from a run (atomically).
+
+    Budgets: the CLI overrides, else the existing file's, else the defaults; per-metric budget
+    entries of an existing file are kept while that metric still exists.
+
+    Raises:
+        BaselineError: an existing baseline file is malformed (delete or fix it first).
+        RunDirError: the run directory is missing or holds no readable source.
+    """
+    baseline_path = Path(baseline_path)
+    old = load_baseline(baseline_path) if baseline_path.exists() else None
+    budgets = resolve_budgets(overrides, old)
+    figures = collect(run_dir)
+    warnings = []
+    metrics = {}
+    for name in _ordered(set(figures.values)):
+        value = figures.values[name]
+        if value is None:
+            warnings.append(f"{name} has no value in this run; it is not in the baseline.")
+            continue
+        metrics[name] = value
+    if figures.values.get("parity.passed") is False:
+        warnings.append(f"export parity failed in this run ({', '.join(figures.parity_failures)}); "
+                        "the gate fails until it passes.")
+    stored_budgets: dict[str, Any] = {k: BUDGETS[k].format(v) for k, v in budgets.items()}
+    if old:
+        stored_budgets.update({k: v for k, v in old.budgets.items() if k in metrics})
+    new = Baseline(
+        path=baseline_path,
+        metrics=metrics,
+        budgets=stored_budgets,
+        created_from=str(run_dir),
+        asp_version=asp_version(),
+    )
+    changes = _diff(old, new) if old else []
+    save_baseline(new)
+    return BaselineUpdate(new, old is None, changes, figures.missing, warnings)
+
+
+def _diff(old: Baseline, new: Baseline) -> list[str]:
+    changes = []
+    for name in _ordered(set(old.metrics) | set(new.metrics)):
+        before, after = old.metrics.get(name, _MISSING), new.metrics.get(name, _MISSING)
+        if before is _MISSING:
+            changes.append(f"+ {name}: {after!r} (new)")
+        elif after is _MISSING:
+            changes.append(f"- {name}: {before!r} (no longer in the run)")
+        elif before != after:
+            rel = ""
+            if _is_number(before) and _is_number(after) and before:
+                rel = f" ({(after - before) / before * 100:+.1f}%)"
+            changes.append(f"~ {name}: {before!r} -> {after!r}{rel}")
+    for key in sorted(set(old.budgets) | set(new.budgets)):
+        if old.budgets.get(key) != new.budgets.get(key):
+            changes.append(f"~ budget {key}: {old.budgets.get(key)!r} -> {new.budgets.get(key)!r}")
+    return changes
