@@ -1,0 +1,212 @@
+"""bench.json / bench.md / bench.csv / latency.png, and the terminal views of the same numbers.
+
+Every file goes through asp_export._io (atomic), so a killed benchmark never leaves a half report that
+`asp check` would trust. The sentences under the tables say plainly when a pruned model is slower.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from asp_export._io import write_json_atomic, write_text_atomic
+from asp_export.bench.profile import format_profile
+
+CSV_COLUMNS = (
+    "model", "role", "format", "precision", "runtime", "provider", "provider_requested", "fallback", "batch",
+    "threads", "status", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "cv", "throughput",
+    "n_iter", "n_outliers", "dispersion_high", "capped", "first_inference_ms", "load_ms", "peak_rss_mb", "flops", "error",
+    "path",
+)
+_TABLE_COLUMNS = ("runtime", "provider", "model", "format", "precision", "batch", "status", "p50_ms",
+                  "p90_ms", "p99_ms", "throughput", "n_iter")
+
+
+def write_outputs(data: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write bench.json, bench.md, bench.csv, latency.png and one profile_*.json per profile.
+
+    Returns:
+        name -> path of every file written.
+    """
+    from asp_export.bench.plot import plot_latency
+
+    out_dir = Path(out_dir)
+    written = {}
+    for profile in data.get("profiles", []):
+        if profile.get("ops"):
+            path = out_dir / profile["file"]
+            write_json_atomic(path, {"schema_version": 1, **profile})
+            written[profile["file"]] = path
+    written["bench.json"] = out_dir / "bench.json"
+    write_json_atomic(written["bench.json"], data)
+    written["bench.md"] = out_dir / "bench.md"
+    write_text_atomic(written["bench.md"], to_markdown(data))
+    written["bench.csv"] = out_dir / "bench.csv"
+    write_text_atomic(written["bench.csv"], to_csv(data))
+    written["latency.png"] = out_dir / "latency.png"
+    plot_latency(data, written["latency.png"])
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------
+# formatting helpers
+
+
+def _fmt(value: Any, key: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if key == "throughput":
+            return f"{value:,.0f}"
+        return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def pair_sentence(pair: dict[str, Any]) -> str:
+    """One plain sentence per dense/pruned pair."""
+    parts = (f"{pair['runtime']}/{pair['provider'] or '-'}", pair["format"], pair["precision"])
+    where = " ".join(p for p in parts if p) + f" batch {pair['batch']}"
+    if pair["status"] != "ok":
+        return f"{where}: no speedup (a row failed; see its error)."
+    speedup = pair["speedup_p50"]
+    flops = (f"; FLOPs {pair['flops_ratio']:.2f}x fewer, so {pair['efficiency']:.2f} of the FLOPs cut became time"
+             if pair.get("efficiency") is not None else "; FLOPs ratio unknown")
+    timing = f"(p50 {pair['dense_p50_ms']:.3f} ms dense vs {pair['pruned_p50_ms']:.3f} ms pruned)"
+    if pair["slower"]:
+        return (f"{where}: PRUNED IS SLOWER than dense: {speedup:.2f}x {timing}{flops}. "
+                "Check channel alignment (round_to) and the per-op profile.")
+    sure = {"faster": "", "within noise": " [within noise: not a reliable speedup]"}.get(pair["verdict"], "")
+    return f"{where}: pruned {speedup:.2f}x faster {timing}{flops}.{sure}"
+
+
+def notes(data: dict[str, Any]) -> list[str]:
+    """Warnings a reader must not miss: fallbacks (once per provider), failures, noisy or capped rows."""
+    lines = []
+    fallbacks = dict.fromkeys(
+        (r["runtime"], r["provider_requested"], r["provider"]) for r in data["rows"] if r["fallback"]
+    )
+    for runtime, requested, actual in fallbacks:
+        lines.append(f"{runtime}: requested provider {requested!r} could not run here; rows ran on {actual} "
+                     "(recorded as fallback).")
+    for row in data["rows"]:
+        tag = " ".join(str(p) for p in (row["runtime"], row["model"], row["format"], row["precision"]) if p)
+        tag = f"{tag} batch {row['batch']}"
+        if row["status"] != "ok":
+            lines.append(f"{tag}: {row['status']}: {row['error']}")
+            continue
+        if row["dispersion_high"]:
+            lines.append(f"{tag}: high dispersion (p90 {row['p90_ms']:.3f} ms vs p50 {row['p50_ms']:.3f} ms, "
+                         f"cv {row['cv']:.2f}); small differences are not reliable.")
+        if row.get("capped"):
+            lines.append(f"{tag}: stopped at the time cap before the minimum count/time was reached.")
+    return lines
+
+
+def to_markdown(data: dict[str, Any]) -> str:
+    machine, settings = data["machine"], data["settings"]
+    versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items()
+                         if k in ("python", "onnxruntime-gpu", "onnxruntime", "ai-edge-litert", "tensorflow"))
+    out = [
+        "# asp bench",
+        "",
+        f"Source: `{data['source']}` · {data['created_utc']}",
+        f"Machine: {machine.get('cpu')} · {machine.get('cpu_count')} cores · GPU: {machine.get('gpu') or 'none'}",
+        f"Versions: {versions}",
+        f"Settings: threads {settings['threads']} · provider {settings['provider']} · warm-up "
+        f"{settings['warmup']} · at least {settings['min_iterations']} runs and {settings['min_time_s']} s "
+        f"per model (cap {settings['max_time_s']} s) · dense/pruned interleaved in blocks of {settings['block']}",
+        "",
+        "## Dense vs pruned",
+        "",
+    ]
+    if data["pairs"]:
+        out += ["| runtime | provider | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | "
+                "FLOPs ratio | efficiency | verdict |",
+                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        for p in data["pairs"]:
+            verdict_text = "**SLOWER**" if p["slower"] else (p["verdict"] or p["status"])
+            out.append(f"| {p['runtime']} | {_fmt(p['provider'])} | {p['format']} | {_fmt(p['precision'])} | "
+                       f"{p['batch']} | {_fmt(p['dense_p50_ms'])} | {_fmt(p['pruned_p50_ms'])} | "
+                       f"{_fmt(p['speedup_p50'])} | {_fmt(p['flops_ratio'])} | {_fmt(p['efficiency'])} | "
+                       f"{verdict_text} |")
+        out += [""] + [f"- {pair_sentence(p)}" for p in data["pairs"]]
+    else:
+        out.append("No dense/pruned pairs in this benchmark.")
+    cols = ("runtime", "provider", "model", "format", "precision", "batch", "status", "p50_ms", "p90_ms",
+            "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput", "n_iter", "first_inference_ms", "load_ms")
+    out += ["", "## Rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in data["rows"]:
+        out.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
+    if data.get("profiles"):
+        out += ["", "## Where the time goes (onnxruntime profile)", ""]
+        for prof in data["profiles"]:
+            if prof.get("ops"):
+                out.append(f"- {_what(prof)} batch {prof['batch']} on "
+                           f"{prof['provider']}: {format_profile(prof)} (`{prof['file']}`)")
+            else:
+                out.append(f"- {prof['model']}: profile failed: {prof.get('error')}")
+    extra = notes(data)
+    if extra:
+        out += ["", "## Notes", ""] + [f"- {line}" for line in extra]
+    out += ["", "Latency: one call at the given batch; throughput = batch x 1000 / p50_ms (samples/s); "
+            "peak RSS is the benchmark process's maximum so far. See docs/bench.md.", ""]
+    return "\n".join(out)
+
+
+def to_csv(data: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in data["rows"]:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def to_terminal(data: dict[str, Any], fmt: str = "table") -> str:
+    """What `asp bench` prints: a table (rich when installed), or the json/md/csv text."""
+    if fmt == "json":
+        return json.dumps(data, indent=2, default=str)
+    if fmt == "md":
+        return to_markdown(data)
+    if fmt == "csv":
+        return to_csv(data)
+    table = _rich_table(data)
+    if table is None:
+        table = _plain_table(data)
+    lines = [table]
+    lines += [pair_sentence(p) for p in data["pairs"]]
+    lines += [f"note: {line}" for line in notes(data)]
+    lines += [f"profile {_what(p)} batch {p['batch']}: {format_profile(p)}"
+              for p in data.get("profiles", []) if p.get("ops")]
+    return "\n".join(lines)
+
+
+def _what(entry: dict[str, Any]) -> str:
+    return " ".join(str(entry[k]) for k in ("model", "format", "precision") if entry.get(k))
+
+
+def _plain_table(data: dict[str, Any]) -> str:
+    cells = [list(_TABLE_COLUMNS)] + [[_fmt(r.get(c), c) for c in _TABLE_COLUMNS] for r in data["rows"]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(_TABLE_COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in cells)
+
+
+def _rich_table(data: dict[str, Any]) -> str | None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        return None
+    table = Table(title="asp bench", show_lines=False)
+    for col in _TABLE_COLUMNS:
+        table.add_column(col, justify="right" if col.endswith(("_ms", "throughput", "n_iter", "batch")) else "left")
+    for row in data["rows"]:
+        table.add_row(*[_fmt(row.get(c), c) for c in _TABLE_COLUMNS])
+    console = Console(file=io.StringIO(), width=160, color_system=None, record=True)
+    console.print(table)
+    return console.export_text().rstrip()

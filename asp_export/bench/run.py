@@ -1,0 +1,535 @@
+"""`asp bench` orchestration: find the files, run every (runtime, file, batch), pair dense with pruned.
+
+Order of work: for each runtime, for each group of files that share (format, precision) -- typically the
+dense and the pruned export of one format -- and for each batch size, load the group's files and time
+them interleaved (stats.measure_interleaved). One file or runtime failing only marks its own rows;
+everything else still runs.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asp_export.bench.runtimes import RUNTIMES, Loaded, detect_format, runtime_for_format
+from asp_export.bench.stats import Measurement, TimingPolicy, measure_interleaved, speedup_interval, summarize
+from asp_export.errors import RunDirError, UserInputError
+from asp_export.rundir import RunDir, read_json
+from asp_export.versions import asp_version, machine_info, package_versions
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ROLES = ("dense", "pruned")
+STATUSES = ("ok", "load_failed", "run_failed", "unavailable")
+OUTPUT_FILES = ("bench.json", "bench.md", "bench.csv", "latency.png")
+_PRECISION_TOKENS = ("int8", "fp16", "fp32", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model file to benchmark. `role` (dense|pruned) decides pairing; None = unpaired."""
+
+    model: str
+    role: str | None
+    format: str
+    precision: str | None
+    path: Path
+    flops: int | None = None
+
+    @property
+    def runtime(self) -> str | None:
+        return runtime_for_format(self.format)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything `asp bench` was asked to do; the CLI builds exactly this object.
+
+    Attributes:
+        inputs: one run directory, or one or more model files (.onnx, .tflite, .keras, SavedModel dir).
+        runtimes: names from RUNTIMES, or ("all",).
+        provider: onnxruntime provider request: auto|tensorrt|cuda|cpu.
+        batches: batch sizes to time.
+        threads: intra-op threads for every runtime (default: all cores).
+        policy: warm-up / iteration / time rules.
+        out: output directory (default RUN_DIR/bench, or `bench/` next to the first file).
+        force: overwrite an existing bench directory's files.
+        profile: also write an onnxruntime per-op profile for each .onnx file (largest batch).
+    """
+
+    inputs: tuple[str, ...]
+    runtimes: tuple[str, ...] = ("all",)
+    provider: str = "auto"
+    batches: tuple[int, ...] = (1, 8, 32)
+    threads: int | None = None
+    policy: TimingPolicy = field(default_factory=TimingPolicy)
+    out: str | None = None
+    force: bool = False
+    profile: bool = False
+
+    def __post_init__(self) -> None:
+        from asp_export.bench.providers import PROVIDER_CHOICES
+
+        if not self.inputs:
+            raise UserInputError("Give a run directory or at least one model file to benchmark.")
+        for name in self.runtimes:
+            if name != "all" and name not in RUNTIMES:
+                from asp_export.errors import unknown_name_error
+
+                raise unknown_name_error("runtime", name, [*RUNTIMES, "all"])
+        if self.provider not in PROVIDER_CHOICES:
+            from asp_export.errors import unknown_name_error
+
+            raise unknown_name_error("provider", self.provider, PROVIDER_CHOICES)
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise UserInputError(f"Batch sizes must be positive integers, got {list(self.batches)}.")
+        if self.threads is not None and self.threads < 1:
+            raise UserInputError(f"--threads must be >= 1, got {self.threads}.")
+
+    @property
+    def selected_runtimes(self) -> list[str]:
+        return list(RUNTIMES) if "all" in self.runtimes else list(dict.fromkeys(self.runtimes))
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+@dataclass
+class BenchResult:
+    """The bench.json document plus where it was (or will be) written."""
+
+    data: dict[str, Any]
+    out_dir: Path
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs
+
+
+def resolve_targets(config: BenchConfig) -> tuple[list[Target], Path, str]:
+    """Turn the CLI inputs into Targets, the default output dir and a description of the source.
+
+    Raises:
+        UserInputError: a path does not exist, is of an unknown type, or a run dir has no export.
+    """
+    runtimes = config.selected_runtimes
+    first = Path(config.inputs[0])
+    if len(config.inputs) == 1 and first.is_dir() and detect_format(first) is None:
+        targets = _run_dir_targets(RunDir(first), runtimes)
+        default_out = RunDir(first).bench_dir
+        source = str(first)
+    else:
+        targets = _file_targets([Path(p) for p in config.inputs])
+        default_out = first.parent / "bench"
+        source = ", ".join(str(p) for p in config.inputs)
+    chosen = [t for t in targets if t.runtime in runtimes]
+    if not chosen:
+        found = sorted({t.format for t in targets})
+        raise UserInputError(
+            f"Nothing to benchmark: the inputs hold formats {found or 'none'}, none of which the selected "
+            f"runtimes ({', '.join(runtimes)}) read. Choose --runtime for those formats."
+        )
+    return chosen, default_out, source
+
+
+def _run_dir_targets(run: RunDir, runtimes: list[str]) -> list[Target]:
+    flops = _report_flops(run)
+    targets: list[Target] = []
+    needs_export = any(name != "tensorflow" for name in runtimes)
+    if run.manifest_json.is_file():
+        manifest = read_json(run.manifest_json, what="export manifest")
+        for entry in manifest.get("files", []):
+            try:
+                role, fmt, rel = entry["model"], entry["format"], entry["path"]
+            except KeyError as err:
+                raise RunDirError(f"{run.manifest_json}: a file entry lacks {err}; re-run `asp export`.") from None
+            path = run.resolve(rel)
+            targets.append(
+                Target(
+                    model=role,
+                    role=role if role in ROLES else None,
+                    format=fmt,
+                    precision=entry.get("precision"),
+                    path=path,
+                    flops=flops.get(role) or (_onnx_flops(path) if fmt == "onnx" else None),
+                )
+            )
+    elif needs_export:
+        if not run.root.is_dir():
+            raise RunDirError(f"{run.root} does not exist; give a run directory or model files.")
+        raise RunDirError(
+            f"{run.root} has no export yet ({run.manifest_json} not found); run `asp export {run.root}` first."
+        )
+    if "tensorflow" in runtimes:
+        for role in ROLES:
+            path = run.model_path(role)
+            if path.is_file():
+                targets.append(Target(role, role, "keras", "fp32", path, flops.get(role)))
+    return targets
+
+
+def _report_flops(run: RunDir) -> dict[str, int]:
+    if not run.report_json.is_file():
+        return {}
+    report = read_json(run.report_json, what="report.json")
+    found = {}
+    for role in ROLES:
+        value = (report.get(role) or {}).get("flops")
+        if isinstance(value, (int, float)) and value > 0:
+            found[role] = int(value)
+    return found
+
+
+def _onnx_flops(path: Path) -> int | None:
+    from asp_export.bench.onnx_flops import onnx_flops
+
+    return onnx_flops(path)
+
+
+def _file_targets(paths: Sequence[Path]) -> list[Target]:
+    raw = []
+    for path in paths:
+        if not path.exists():
+            raise UserInputError(f"{path} does not exist; give a run directory or existing model files.")
+        fmt = detect_format(path)
+        if fmt is None:
+            raise UserInputError(
+                f"{path} is not a model file asp bench can run; expected .onnx, .tflite, .keras or a "
+                "SavedModel directory (or a run directory with an export)."
+            )
+        stem = path.name.lower()
+        precision = next((tok for tok in _PRECISION_TOKENS if tok in stem), None)
+        role = "pruned" if "pruned" in stem else "dense" if "dense" in stem else None
+        raw.append([path, fmt, precision, role])
+    # Two files of one format and no dense/pruned in their names: first = reference, second = candidate.
+    by_kind: dict[tuple[str, str | None], list[list[Any]]] = {}
+    for item in raw:
+        by_kind.setdefault((item[1], item[2]), []).append(item)
+    for items in by_kind.values():
+        if len(items) == 2 and all(item[3] is None for item in items):
+            items[0][3], items[1][3] = "dense", "pruned"
+            log.info("pairing %s (as dense) with %s (as pruned), in the order given", items[0][0], items[1][0])
+    targets = []
+    for path, fmt, precision, role in raw:
+        flops = _onnx_flops(path) if fmt == "onnx" else None
+        targets.append(Target(_label(path), role, fmt, precision, path, flops))
+    return targets
+
+
+def _label(path: Path) -> str:
+    return path.name[: -len(path.suffix)] if path.suffix else path.name
+
+
+# ---------------------------------------------------------------------------------------------------
+# running
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse to overwrite an existing benchmark unless `force`."""
+    existing = [name for name in OUTPUT_FILES if (out_dir / name).exists()]
+    if existing and not force:
+        raise RunDirError(
+            f"{out_dir} already holds a benchmark ({', '.join(existing)}); pass --force to overwrite it "
+            "or choose another --out."
+        )
+
+
+def run_bench(config: BenchConfig) -> BenchResult:
+    """Benchmark every selected (runtime, file, batch) and build the bench.json document.
+
+    Nothing is written here (see `report.write_outputs`), but the output directory is checked first so a
+    long run is not wasted on a refusal at the end.
+
+    Example:
+        >>> result = run_bench(BenchConfig(inputs=("runs/demo",), batches=(1, 32)))  # doctest: +SKIP
+        >>> result.data["pairs"][0]["speedup_p50"]  # doctest: +SKIP
+    """
+    targets, default_out, source = resolve_targets(config)
+    out_dir = Path(config.out) if config.out else default_out
+    check_out_dir(out_dir, config.force)
+    threads = config.effective_threads
+
+    rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    for runtime_name in config.selected_runtimes:
+        runtime = RUNTIMES[runtime_name]
+        for group in _groups([t for t in targets if t.runtime == runtime_name]):
+            for batch in config.batches:
+                if not runtime.available():
+                    error = f"{runtime.module} is not installed here; {runtime.install_hint}"
+                    rows.extend(_row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group)
+                    continue
+                group_rows, pair = _bench_group(group, runtime_name, batch, threads, config)
+                rows.extend(group_rows)
+                if pair is not None:
+                    pairs.append(pair)
+
+    profiles = _profiles(targets, config, threads) if config.profile else []
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "asp_version": asp_version(),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": source,
+        "machine": {**machine_info(), "gpu": gpu_name()},
+        "versions": package_versions(),
+        "settings": {
+            "runtimes": config.selected_runtimes,
+            "provider": config.provider,
+            "batches": list(config.batches),
+            "threads": threads,
+            "warmup": config.policy.warmup,
+            "min_iterations": config.policy.min_iterations,
+            "min_time_s": config.policy.min_time_s,
+            "max_time_s": config.policy.max_time_s,
+            "block": config.policy.block,
+        },
+        "rows": rows,
+        "pairs": pairs,
+        "profiles": profiles,
+    }
+    return BenchResult(data=data, out_dir=out_dir)
+
+
+def _groups(targets: list[Target]) -> list[list[Target]]:
+    """Files that share (format, precision) are timed together; dense before pruned."""
+    groups: dict[tuple[str, str | None], list[Target]] = {}
+    for target in targets:
+        groups.setdefault((target.format, target.precision), []).append(target)
+    order = {"dense": 0, "pruned": 1, None: 2}
+    return [sorted(g, key=lambda t: order[t.role]) for g in groups.values()]
+
+
+def _bench_group(
+    group: list[Target], runtime_name: str, batch: int, threads: int, config: BenchConfig
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    runtime = RUNTIMES[runtime_name]
+    loaded: dict[int, tuple[Loaded, float]] = {}
+    rows: dict[int, dict[str, Any]] = {}
+    for i, target in enumerate(group):
+        start = time.perf_counter()
+        try:
+            model = runtime.load(target.path, batch=batch, threads=threads, provider=config.provider)
+        except Exception as err:  # noqa: BLE001 - one broken file must not stop the others
+            log.warning("%s: %s could not be loaded at batch %d: %s", runtime_name, target.path, batch,
+                        _one_line(err))
+            rows[i] = _row(target, runtime_name, batch, threads, "load_failed", error=_one_line(err),
+                           provider_requested=_requested(runtime_name, config))
+            continue
+        loaded[i] = (model, (time.perf_counter() - start) * 1000.0)
+
+    measured = measure_interleaved({str(i): m.run for i, (m, _) in loaded.items()}, config.policy)
+    for i, (model, load_ms) in loaded.items():
+        m = measured[str(i)]
+        rows[i] = _measured_row(group[i], runtime_name, batch, model, load_ms, m)
+        _log_row(rows[i])
+    loaded.clear()
+    gc.collect()
+
+    ordered = [rows[i] for i in range(len(group))]
+    pair = _pair(group, ordered, {i: measured.get(str(i)) for i in range(len(group))})
+    return ordered, pair
+
+
+def _requested(runtime_name: str, config: BenchConfig) -> str | None:
+    return config.provider if runtime_name == "onnxruntime" else None
+
+
+def _measured_row(
+    target: Target, runtime_name: str, batch: int, model: Loaded, load_ms: float, m: Measurement
+) -> dict[str, Any]:
+    if not m.ok:
+        err = m.error if m.error is not None else RuntimeError("no timed runs")
+        log.warning("%s: %s failed at batch %d: %s", runtime_name, target.path, batch, _one_line(err))
+        row = _row(target, runtime_name, batch, model.threads, "run_failed", error=_one_line(err),
+                   provider=model.provider, provider_requested=model.provider_requested, fallback=model.fallback)
+        row["load_ms"] = load_ms
+        return row
+    row = _row(target, runtime_name, batch, model.threads, "ok", provider=model.provider,
+               provider_requested=model.provider_requested, fallback=model.fallback)
+    row.update(summarize(m.samples_ms, batch))
+    row.update(first_inference_ms=m.first_inference_ms, load_ms=load_ms, capped=m.capped,
+               peak_rss_mb=peak_rss_mb())
+    return row
+
+
+_STAT_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "cv", "throughput", "n_iter",
+                "n_outliers", "dispersion_high", "capped", "first_inference_ms", "load_ms", "peak_rss_mb")
+
+
+def _row(
+    target: Target,
+    runtime_name: str,
+    batch: int,
+    threads: int | None,
+    status: str,
+    *,
+    error: str | None = None,
+    provider: str | None = None,
+    provider_requested: str | None = None,
+    fallback: bool = False,
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "model": target.model,
+        "role": target.role,
+        "format": target.format,
+        "precision": target.precision,
+        "runtime": runtime_name,
+        "provider": provider,
+        "provider_requested": provider_requested,
+        "fallback": fallback,
+        "batch": batch,
+        "threads": threads,
+        "status": status,
+        "error": error,
+        "flops": target.flops,
+        "path": str(target.path),
+    }
+    row.update(dict.fromkeys(_STAT_FIELDS))
+    return row
+
+
+def _pair(
+    group: list[Target], rows: list[dict[str, Any]], measured: dict[int, Measurement | None]
+) -> dict[str, Any] | None:
+    roles = {t.role: i for i, t in enumerate(group) if t.role in ROLES}
+    if set(roles) != set(ROLES):
+        return None
+    d_i, p_i = roles["dense"], roles["pruned"]
+    dense, pruned = rows[d_i], rows[p_i]
+    pair: dict[str, Any] = {
+        "runtime": dense["runtime"],
+        "provider": dense["provider"] or pruned["provider"],
+        "format": dense["format"],
+        "precision": dense["precision"],
+        "batch": dense["batch"],
+        "dense_model": dense["model"],
+        "pruned_model": pruned["model"],
+        "status": "ok",
+        "dense_p50_ms": dense["p50_ms"],
+        "pruned_p50_ms": pruned["p50_ms"],
+        "speedup_p50": None,
+        "speedup_p10_blocks": None,
+        "speedup_p90_blocks": None,
+        "dense_flops": dense["flops"],
+        "pruned_flops": pruned["flops"],
+        "flops_ratio": None,
+        "efficiency": None,
+        "slower": None,
+        "verdict": None,
+    }
+    if dense["flops"] and pruned["flops"]:
+        pair["flops_ratio"] = dense["flops"] / pruned["flops"]
+    if dense["status"] != "ok" or pruned["status"] != "ok":
+        pair["status"] = "incomplete"
+        return pair
+    pair.update(pair_math(dense["p50_ms"], pruned["p50_ms"], pair["flops_ratio"]))
+    d_m, p_m = measured.get(d_i), measured.get(p_i)
+    interval = speedup_interval(d_m.block_medians_ms, p_m.block_medians_ms) if d_m and p_m else None
+    if interval:
+        pair["speedup_p10_blocks"], pair["speedup_p90_blocks"] = interval
+    pair["verdict"] = verdict(pair["speedup_p50"], interval)
+    return pair
+
+
+def pair_math(dense_p50_ms: float, pruned_p50_ms: float, flops_ratio: float | None) -> dict[str, Any]:
+    """speedup_p50 = dense/pruned; efficiency = speedup / flops_ratio; slower when speedup < 1.
+
+    Example:
+        >>> pair_math(4.0, 2.0, 4.0)
+        {'speedup_p50': 2.0, 'efficiency': 0.5, 'slower': False}
+    """
+    speedup = dense_p50_ms / pruned_p50_ms
+    efficiency = speedup / flops_ratio if flops_ratio else None
+    return {"speedup_p50": speedup, "efficiency": efficiency, "slower": speedup < 1.0}
+
+
+def verdict(speedup_p50: float, interval: tuple[float, float] | None) -> str:
+    """`faster` only if 90% of the interleaved rounds agree; `slower` likewise; else `within noise`.
+
+    A pruned model asp calls faster must really be faster, so the bar is the per-round speedup's
+    10th percentile above 1, not the median.
+    """
+    if interval is None:
+        return "slower" if speedup_p50 < 1.0 else "within noise"
+    low, high = interval
+    if low > 1.0:
+        return "faster"
+    if high < 1.0:
+        return "slower"
+    return "within noise"
+
+
+def _profiles(targets: list[Target], config: BenchConfig, threads: int) -> list[dict[str, Any]]:
+    if "onnxruntime" not in config.selected_runtimes or not RUNTIMES["onnxruntime"].available():
+        return []
+    from asp_export.bench.profile import profile_onnx
+
+    batch = max(config.batches)
+    out = []
+    for target in targets:
+        if target.format != "onnx":
+            continue
+        entry: dict[str, Any] = {"model": target.model, "format": target.format, "precision": target.precision,
+                                 "file": profile_file_name(target)}
+        try:
+            entry.update(profile_onnx(target.path, batch=batch, threads=threads, provider=config.provider))
+        except Exception as err:  # noqa: BLE001
+            log.warning("onnxruntime profile of %s failed: %s", target.path, _one_line(err))
+            entry.update(batch=batch, error=_one_line(err), ops=[])
+        out.append(entry)
+    return out
+
+
+def profile_file_name(target: Target) -> str:
+    parts = [target.model] + ([target.precision] if target.precision else [])
+    return "profile_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)) + ".json"
+
+
+# ---------------------------------------------------------------------------------------------------
+# machine facts
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of THIS process so far (ru_maxrss), in MiB: it only grows, across all rows."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def gpu_name() -> str | None:
+    """Name of the first NVIDIA GPU from nvidia-smi, or None when there is none (or no driver)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return names[0] if names else None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    text = f"{type(err).__name__}: {text}"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _log_row(row: dict[str, Any]) -> None:
+    if row["status"] == "ok":
+        log.info("%-11s %-22s %-6s %-5s %-8s b=%-3d p50 %8.3f ms  p90 %8.3f ms  n=%d%s", row["runtime"],
+                 row["provider"], row["model"][:6], row["format"], row["precision"] or "-", row["batch"],
+                 row["p50_ms"], row["p90_ms"], row["n_iter"], "  (noisy)" if row["dispersion_high"] else "")
