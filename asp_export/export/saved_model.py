@@ -1,0 +1,61 @@
+"""TensorFlow SavedModel: Keras 3 `model.export(format="tf_saved_model")`, run with tf.saved_model.load.
+
+The SavedModel is a directory; it is written beside its final name and renamed
+into place, so a killed export never leaves a half-written model. Its
+`serving_default` signature takes one float32 NHWC tensor named `input`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asp_export._io import atomic_path
+from asp_export.export._tools import input_shape, quiet
+from asp_export.export.formats import FileSpec
+from asp_export.export.parity import run_in_batches
+
+SIGNATURE = "serving_default"
+
+
+def export(model, path: Path, spec: FileSpec) -> dict[str, Any]:
+    """Write `model` as a SavedModel directory at `path` (atomically)."""
+    import tensorflow as tf
+
+    if spec.precision != "fp32":
+        raise ValueError(f"SavedModel export supports fp32 only, not {spec.precision}")
+    signature = [tf.TensorSpec([spec.batch, *input_shape(model)], tf.float32, name="input")]
+    with atomic_path(path, suffix="") as tmp, quiet():
+        model.export(str(tmp), format="tf_saved_model", verbose=False, input_signature=signature)
+    return describe(path)
+
+
+def _signature(path: Path):
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(path)).signatures[SIGNATURE]
+    (name, spec), = function.structured_input_signature[1].items()
+    (out_name, out_spec), = function.structured_outputs.items()
+    return function, name, spec, out_name, out_spec
+
+
+def describe(path: Path) -> dict[str, Any]:
+    _, name, spec, out_name, out_spec = _signature(path)
+
+    def as_dict(tensor_name: str, tensor_spec) -> dict[str, Any]:
+        return {"name": tensor_name, "shape": tensor_spec.shape.as_list(), "dtype": tensor_spec.dtype.name}
+
+    return {"input": as_dict(name, spec), "output": as_dict(out_name, out_spec)}
+
+
+def predict(path: Path, x: np.ndarray) -> np.ndarray:
+    """Run the `serving_default` signature of the loaded SavedModel."""
+    import tensorflow as tf
+
+    function, name, spec, out_name, _ = _signature(path)
+    batch = spec.shape[0]
+    return run_in_batches(
+        lambda chunk: function(**{name: tf.constant(chunk)})[out_name].numpy(), x.astype(np.float32), batch
+    )
