@@ -22,8 +22,8 @@ from asp_export.errors import RunDirError, UserInputError
 GOOD_RUN = Path(__file__).parent / "data" / "check" / "good_run"
 SOURCE_FILES = {"report": "report.json", "manifest": "export/manifest.json", "bench": "bench/bench.json"}
 
-PAIR_B32 = "speedup_p50[onnxruntime/CPUExecutionProvider/onnx/b32]"
-PAIR_B1 = "speedup_p50[onnxruntime/CPUExecutionProvider/onnx/b1]"
+PAIR_B32 = "speedup_p50[onnxruntime/CPUExecutionProvider/onnx/fp32/b32]"
+PAIR_B1 = "speedup_p50[onnxruntime/CPUExecutionProvider/onnx/fp32/b1]"
 PRUNED_ONNX = "size_bytes[pruned/onnx/fp32]"
 PRUNED_KERAS = "size_bytes[pruned/keras]"
 
@@ -178,6 +178,16 @@ def test_family_budget_in_baseline_file_is_used(tmp_path, baseline):
     data["budgets"]["params"] = "20%"
     baseline.write_text(json.dumps(data))
     assert run_check(make_run(tmp_path / "r", report=set_field("pruned.params", 25000)), baseline).passed
+
+
+def test_pairs_differing_only_in_precision_are_separate_metrics(tmp_path):
+    def tflite_pairs(data):
+        data["pairs"] = [{"runtime": "tflite", "provider": None, "format": "tflite", "precision": precision,
+                          "batch": 1, "speedup_p50": speedup} for precision, speedup in (("fp32", 2.0), ("int8", 1.2))]
+
+    figures = collect(make_run(tmp_path / "r", bench=tflite_pairs))
+    assert figures.values["speedup_p50[tflite/-/tflite/fp32/b1]"] == 2.0
+    assert figures.values["speedup_p50[tflite/-/tflite/int8/b1]"] == 1.2
 
 
 # --- sources -------------------------------------------------------------------------------

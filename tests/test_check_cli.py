@@ -64,7 +64,7 @@ def test_update_prints_what_changed(tmp_path, baseline):
     result = asp(faster, "--baseline", baseline, "--write-baseline", "--max-latency-regression", "15%")
     assert result.exit_code == 0
     assert f"updated {baseline}" in result.stdout
-    assert "~ speedup_p50[onnxruntime/CPUExecutionProvider/onnx/b32]: 4.0 -> 4.4 (+10.0%)" in result.stdout
+    assert "~ speedup_p50[onnxruntime/CPUExecutionProvider/onnx/fp32/b32]: 4.0 -> 4.4 (+10.0%)" in result.stdout
     assert "~ budget latency: '10%' -> '15%'" in result.stdout
 
 

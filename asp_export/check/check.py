@@ -246,7 +246,10 @@ def parity_failures(manifest: dict[str, Any]) -> list[str]:
 
 
 def _pair_id(pair: dict[str, Any]) -> str:
-    return "/".join(str(pair.get(k, "?")) for k in ("runtime", "provider", "format")) + f"/b{pair.get('batch', '?')}"
+    # precision is part of the id when bench records it: TFLite fp32/fp16/int8 pairs share
+    # runtime, provider, format and batch.
+    keys = ("runtime", "provider", "format", "precision") if pair.get("precision") else ("runtime", "provider", "format")
+    return "/".join(str(pair.get(k) or "-") for k in keys) + f"/b{pair.get('batch', '?')}"
 
 
 def _speedups(data: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +282,7 @@ METRICS: tuple[Metric, ...] = (
            "lower", "size", "bytes", per_item=True),
     Metric("parity.passed", "every exported file matches its Keras model", "manifest", _parity_passed,
            "true", None, "bool"),
-    Metric("speedup_p50", "dense p50 / pruned p50 (runtime/provider/format/batch)", "bench", _speedups,
+    Metric("speedup_p50", "dense p50 / pruned p50 (runtime/provider/format[/precision]/batch)", "bench", _speedups,
            "higher", "latency", "ratio", per_item=True),
 )
 
