@@ -144,6 +144,15 @@ def test_parity_must_stay_true_and_names_the_failing_file(tmp_path, baseline):
     assert "pruned/onnx/fp32" in r.message
 
 
+def test_failed_export_fails_parity(tmp_path, baseline):
+    def int8_failed(data):
+        data["failures"] = [{"model": "pruned", "format": "tflite", "precision": "int8", "error": "converter"}]
+
+    report = run_check(make_run(tmp_path / "r", manifest=int8_failed), baseline)
+    assert row(report, "parity.passed").status == "fail"
+    assert "pruned/tflite/int8 (export failed)" in row(report, "parity.passed").message
+
+
 def test_improvements_pass(tmp_path, baseline):
     run = make_run(tmp_path / "better", report=set_field("pruned.params", 15000), bench=set_pair(32, 5.0))
     assert run_check(run, baseline).passed

@@ -227,22 +227,29 @@ def _file_sizes(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _export_failures(data: dict[str, Any]) -> list[dict[str, Any]]:
+    # asp export lists files whose converter failed under "failures" (not in the contract's
+    # minimum, so absent is fine); a file that could not be written has not passed parity either.
+    failures = data.get("failures") or []
+    return [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
+
+
 def _parity_passed(data: dict[str, Any]) -> dict[str, Any]:
     files = _files(data)
-    if not files:
+    if not files and not _export_failures(data):
         return {}
     for f in files:
         parity = f.get("parity")
         passed = parity.get("passed") if isinstance(parity, dict) else None
         _validated(passed, "bool", f"files[{_file_id(f)}].parity.passed")
-    return {"parity.passed": all(isinstance(f.get("parity"), dict) and f["parity"].get("passed") is True
-                                 for f in files)}
+    return {"parity.passed": not parity_failures(data)}
 
 
 def parity_failures(manifest: dict[str, Any]) -> list[str]:
-    """Names (model/format/precision) of exported files whose parity did not pass."""
-    return [_file_id(f) for f in _files(manifest)
-            if not (isinstance(f.get("parity"), dict) and f["parity"].get("passed") is True)]
+    """Exported files (model/format/precision) that failed parity or failed to export."""
+    failed = [_file_id(f) for f in _files(manifest)
+              if not (isinstance(f.get("parity"), dict) and f["parity"].get("passed") is True)]
+    return failed + [f"{_file_id(f)} (export failed)" for f in _export_failures(manifest)]
 
 
 def _pair_id(pair: dict[str, Any]) -> str:
