@@ -1,0 +1,234 @@
+"""`asp bench` on tiny ONNX files built with the onnx helper API (no TensorFlow in this module).
+
+Covers: bench.json schema, dense/pruned pairing and math, CPU fallback when CUDA is requested on this
+GPU-less machine, a broken file, the no-TensorFlow guarantee, outputs on disk and the CLI contract.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs  # noqa: E402
+from asp_export.bench.onnx_flops import onnx_flops  # noqa: E402
+from asp_export.cli import cli  # noqa: E402
+
+FAST = TimingPolicy(warmup=1, min_iterations=3, min_time_s=0.0, block=1)
+ROW_KEYS = {"model", "format", "runtime", "provider", "batch", "status", "error", "p50_ms", "p90_ms", "p99_ms",
+            "mean_ms", "std_ms", "min_ms", "throughput", "n_iter"}
+PAIR_KEYS = {"runtime", "provider", "format", "batch", "speedup_p50", "flops_ratio", "efficiency"}
+
+
+def make_onnx(path: Path, channels: int, size: int = 8, classes: int = 10) -> Path:
+    """Conv3x3(3->channels) + Relu + GlobalAveragePool + Flatten + Gemm, dynamic batch."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.zeros(channels, np.float32), "B"),
+        numpy_helper.from_array(rng.standard_normal((channels, classes)).astype(np.float32), "G"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "GB"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "G", "GB"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def expected_flops(channels: int, size: int = 8, classes: int = 10) -> int:
+    return 2 * (size * size * channels * 3 * 3 * 3 + channels * classes)
+
+
+@pytest.fixture
+def pair_files(tmp_path: Path) -> tuple[Path, Path]:
+    return make_onnx(tmp_path / "dense.onnx", 16), make_onnx(tmp_path / "pruned.onnx", 4)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run directory as `asp prune` + `asp export` leave it (only what bench reads)."""
+    root = tmp_path / "run"
+    (root / "export").mkdir(parents=True)
+    make_onnx(root / "export" / "dense.onnx", 16)
+    make_onnx(root / "export" / "pruned.onnx", 4)
+    files = [{"model": m, "format": "onnx", "precision": "fp32", "path": f"export/{m}.onnx"} for m in ("dense", "pruned")]
+    (root / "export" / "manifest.json").write_text(json.dumps({"schema_version": 1, "files": files}))
+    (root / "config.json").write_text(json.dumps({"schema_version": 1, "model": "tiny"}))
+    report = {"schema_version": 1, "dense": {"flops": 8000}, "pruned": {"flops": 2000}}
+    (root / "report.json").write_text(json.dumps(report))
+    return root
+
+
+def test_onnx_flops_counts_conv_and_gemm_per_sample(pair_files):
+    dense, pruned = pair_files
+    assert onnx_flops(dense) == expected_flops(16)
+    assert onnx_flops(pruned) == expected_flops(4)
+
+
+def test_bench_json_has_the_contract_fields_and_pairs_dense_with_pruned(pair_files, tmp_path):
+    config = BenchConfig(inputs=tuple(map(str, pair_files)), runtimes=("onnxruntime",), provider="cpu",
+                         batches=(1, 4), threads=1, policy=FAST)
+    result = run_bench(config)
+    data = result.data
+    assert data["schema_version"] == 1
+    assert {"cpu", "cpu_count", "gpu"} <= set(data["machine"])
+    assert data["machine"]["gpu"] is None  # no nvidia-smi on this machine
+    assert "onnxruntime-gpu" in data["versions"] or "onnxruntime" in data["versions"]
+    assert data["settings"]["threads"] == 1
+    assert len(data["rows"]) == 4
+    for row in data["rows"]:
+        assert ROW_KEYS <= set(row), ROW_KEYS - set(row)
+        assert row["status"] == "ok" and row["error"] is None
+        assert row["provider"] == "CPUExecutionProvider" and row["fallback"] is False
+        assert row["n_iter"] >= 3 and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert row["throughput"] == pytest.approx(row["batch"] * 1000 / row["p50_ms"])
+    assert [p["batch"] for p in data["pairs"]] == [1, 4]
+    for pair in data["pairs"]:
+        assert PAIR_KEYS <= set(pair)
+        dense = next(r for r in data["rows"] if r["model"] == "dense" and r["batch"] == pair["batch"])
+        pruned = next(r for r in data["rows"] if r["model"] == "pruned" and r["batch"] == pair["batch"])
+        assert pair["speedup_p50"] == pytest.approx(dense["p50_ms"] / pruned["p50_ms"])
+        assert pair["flops_ratio"] == pytest.approx(expected_flops(16) / expected_flops(4))
+        assert pair["efficiency"] == pytest.approx(pair["speedup_p50"] / pair["flops_ratio"])
+        assert pair["slower"] == (pair["speedup_p50"] < 1)
+    assert result.out_dir == tmp_path / "bench"
+
+
+def test_cuda_request_on_a_gpu_less_machine_falls_back_to_cpu_and_says_so(pair_files, caplog):
+    config = BenchConfig(inputs=(str(pair_files[0]),), runtimes=("onnxruntime",), provider="cuda",
+                         batches=(1,), threads=1, policy=FAST)
+    from asp_export.bench import providers
+
+    providers._reported.clear()
+    with caplog.at_level(logging.WARNING, logger="asp_export.bench"):
+        data = run_bench(config).data
+    (row,) = data["rows"]
+    assert row["status"] == "ok"
+    assert row["provider_requested"] == "cuda"
+    assert row["provider"] == "CPUExecutionProvider"
+    assert row["fallback"] is True
+    messages = [r.getMessage() for r in caplog.records if "fell back" in r.getMessage()]
+    assert len(messages) == 1 and "CUDAExecutionProvider" in messages[0]
+
+
+def test_broken_file_gets_load_failed_and_the_others_still_run(pair_files, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"this is not a protobuf")
+    config = BenchConfig(inputs=(str(broken), *map(str, pair_files)), runtimes=("onnxruntime",), provider="cpu",
+                         batches=(1,), threads=1, policy=FAST)
+    rows = {r["model"]: r for r in run_bench(config).data["rows"]}
+    assert rows["broken"]["status"] == "load_failed"
+    assert rows["broken"]["error"] and rows["broken"]["p50_ms"] is None
+    assert rows["dense"]["status"] == rows["pruned"]["status"] == "ok"
+
+
+def test_outputs_are_written_and_refused_without_force(pair_files, tmp_path):
+    out = tmp_path / "out"
+    config = BenchConfig(inputs=tuple(map(str, pair_files)), runtimes=("onnxruntime",), provider="cpu",
+                         batches=(2,), threads=1, policy=FAST, out=str(out), profile=True)
+    result = run_bench(config)
+    written = write_outputs(result.data, result.out_dir)
+    assert json.loads((out / "bench.json").read_text())["pairs"][0]["batch"] == 2
+    md = (out / "bench.md").read_text()
+    assert "| onnxruntime | CPUExecutionProvider | onnx |" in md and "Where the time goes" in md
+    header = (out / "bench.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["model", "role", "format"] and "p50_ms" in header
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    profile = json.loads((out / "profile_dense.json").read_text())
+    assert profile["ops"][0]["op_type"] in {"Conv", "FusedConv"} and set(written) >= {"profile_dense.json"}
+    from asp_export.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="--force"):
+        run_bench(config)
+
+
+def test_no_tensorflow_import_on_the_onnx_path(pair_files, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, importlib.abc
+
+        attempts = []
+
+        class NoTensorFlow(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+                    attempts.append(name)
+                    raise ImportError("tensorflow is not installed on this edge box")
+                return None
+
+        sys.meta_path.insert(0, NoTensorFlow())
+        from asp_export.cli import cli
+        try:
+            cli.main(["bench", {str(pair_files[0])!r}, {str(pair_files[1])!r}, "--batch", "1", "--warmup", "1",
+                      "--iterations", "3", "--min-time", "0", "--runtime", "all", "--out", {str(tmp_path / "o")!r}],
+                     standalone_mode=False)
+        finally:
+            loaded = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+            print("ATTEMPTS", attempts, "LOADED", loaded)
+        assert not attempts and not loaded
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "ATTEMPTS [] LOADED []" in proc.stdout
+    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    assert {r["status"] for r in rows} == {"ok"}
+
+
+def test_cli_on_a_run_dir_exits_0_and_prints_the_speedup(run_dir):
+    result = CliRunner().invoke(cli, ["bench", str(run_dir), "--runtime", "onnxruntime", "--provider", "cpu",
+                                      "--batch", "1", "--warmup", "1", "--iterations", "3", "--min-time", "0"])
+    assert result.exit_code == 0, result.output
+    assert "FLOPs 4.00x fewer" in result.output  # flops from report.json: 8000 / 2000
+    data = json.loads((run_dir / "bench" / "bench.json").read_text())
+    assert data["pairs"][0]["flops_ratio"] == pytest.approx(4.0)
+    assert data["rows"][0]["precision"] == "fp32"
+
+
+def test_cli_run_dir_without_export_exits_2_and_names_asp_export(run_dir):
+    (run_dir / "export" / "manifest.json").unlink()
+    result = CliRunner().invoke(cli, ["bench", str(run_dir), "--runtime", "onnxruntime"])
+    assert result.exit_code == 2
+    assert f"asp export {run_dir}" in result.output
+
+
+def test_cli_refuses_to_overwrite_and_rejects_bad_batches(run_dir):
+    (run_dir / "bench").mkdir()
+    (run_dir / "bench" / "bench.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["bench", str(run_dir), "--runtime", "onnxruntime"])
+    assert result.exit_code == 2 and "--force" in result.output
+    result = CliRunner().invoke(cli, ["bench", str(run_dir), "--batch", "1,zero"])
+    assert result.exit_code == 2 and "--batch" in result.output
+
+
+def test_cli_json_format_prints_parseable_json_even_on_fallback(pair_files, tmp_path):
+    result = CliRunner().invoke(cli, ["bench", *map(str, pair_files), "--provider", "cuda", "--batch", "1",
+                                      "--warmup", "1", "--iterations", "3", "--min-time", "0", "--format", "json",
+                                      "--out", str(tmp_path / "j")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["rows"][0]["fallback"] is True
