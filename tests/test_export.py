@@ -1,0 +1,174 @@
+"""Every format writes a file its own runtime runs to the same logits as Keras."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from asp_export.export import FORMATS, FileSpec, default_tolerance
+from asp_export.export.parity import check_file, keras_logits
+
+ZOO_SMALL = {  # name -> small input shape so every model converts in about a second
+    "tiny_cnn": None,
+    "tiny_resnet": None,
+    "tiny_mobilenet": None,
+    "tiny_concat": None,
+    "tiny_separable": None,
+    "tiny_se": None,
+    "lenet5": (16, 16, 1),
+    "gasl-mnist": (8, 8, 1),
+}
+N = 24  # parity samples: not a multiple of typical batches, so chunking is exercised
+
+
+def _model(name: str):
+    import keras
+
+    from asp_export.models import create_model
+
+    keras.utils.set_random_seed(0)
+    return create_model(name, input_shape=ZOO_SMALL.get(name))
+
+
+def _inputs(model, n: int = N, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(size=(n, *model.input_shape[1:])).astype(np.float32)
+
+
+def _export_and_check(model, fmt_key: str, path, spec: FileSpec, x=None):
+    fmt = FORMATS[fmt_key]
+    x = _inputs(model) if x is None else x
+    io = importlib.import_module(fmt.module).export(model, path, spec)
+    assert path.exists()
+    result = check_file(fmt, path, x, keras_logits(model, x), default_tolerance(spec.precision))
+    return io, result
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn():
+    return _model("tiny_cnn")
+
+
+@pytest.mark.parametrize("fmt_key", list(FORMATS))
+def test_fp32_file_matches_keras_in_its_runtime(fmt_key, tiny_cnn, tmp_path):
+    fmt = FORMATS[fmt_key]
+    path = tmp_path / fmt.filename("dense", "fp32")
+    io, result = _export_and_check(tiny_cnn, fmt_key, path, FileSpec(batch=fmt.default_batch))
+    assert result.passed, result.failures
+    assert result.max_rel_diff <= 1e-4 and result.top1_agreement == 1.0
+    assert result.n_samples == N
+    assert io["input"]["shape"] == [fmt.default_batch, 16, 16, 3]
+    assert io["input"]["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("name", list(ZOO_SMALL))
+@pytest.mark.parametrize("fmt_key", ["onnx", "tflite"])
+def test_zoo_models_export_with_parity(name, fmt_key, tmp_path):
+    model = _model(name)
+    fmt = FORMATS[fmt_key]
+    _, result = _export_and_check(model, fmt_key, tmp_path / f"m{fmt.suffix}", FileSpec(batch=fmt.default_batch))
+    assert result.passed, f"{name} {fmt_key}: {result.failures}"
+
+
+def test_onnx_file_is_checked_named_and_carries_metadata(tiny_cnn, tmp_path):
+    import onnx
+
+    path = tmp_path / "dense.onnx"
+    meta = {"asp_version": "0.1.0", "params": "123", "flops": "456", "preprocessing": "scaled to [0, 1]"}
+    io, result = _export_and_check(tiny_cnn, "onnx", path, FileSpec(metadata=meta))
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert [i.name for i in proto.graph.input] == ["input"]
+    assert io["input"]["shape"][0] is None  # dynamic batch by default
+    assert {p.key: p.value for p in proto.metadata_props} == meta
+    assert {op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")} == {17}
+
+
+def test_fixed_batch_onnx_runs_in_chunks(tiny_cnn, tmp_path):
+    io, result = _export_and_check(tiny_cnn, "onnx", tmp_path / "b5.onnx", FileSpec(batch=5))
+    assert io["input"]["shape"][0] == 5
+    assert result.passed and result.n_samples == N  # 24 samples in chunks of 5
+
+
+@pytest.mark.parametrize("fmt_key", ["onnx", "tflite"])
+def test_fp16_stays_within_1e_2_and_keeps_float32_io(fmt_key, tiny_cnn, tmp_path):
+    path = tmp_path / f"dense_fp16{FORMATS[fmt_key].suffix}"
+    io, result = _export_and_check(tiny_cnn, fmt_key, path, FileSpec(precision="fp16"))
+    assert result.passed, result.failures
+    assert 0 < result.max_rel_diff <= 1e-2  # really half precision, yet close
+    assert io["input"]["dtype"] == "float32"
+    fp32 = tmp_path / f"dense{FORMATS[fmt_key].suffix}"
+    importlib.import_module(FORMATS[fmt_key].module).export(tiny_cnn, fp32, FileSpec())
+    assert path.stat().st_size < 0.7 * fp32.stat().st_size
+
+
+def test_int8_full_integer_with_int8_io(tmp_path):
+    model = _model("lenet5")
+    calibration = _inputs(model, 64, seed=1)
+    path = tmp_path / "dense_int8.tflite"
+    spec = FileSpec(precision="int8", calibration=calibration, int8_io=True)
+    io, result = _export_and_check(model, "tflite", path, spec, x=_inputs(model, 64))
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    assert io["input"]["quantization"]["scale"] > 0
+    assert result.passed, result.failures
+    assert result.top1_agreement >= 0.98
+    assert result.max_abs_diff > 0  # quantized for real
+
+
+def test_dynamic_range_quantization(tiny_cnn, tmp_path):
+    path = tmp_path / "dense_dynamic.tflite"
+    io, result = _export_and_check(tiny_cnn, "tflite", path, FileSpec(precision="dynamic"))
+    assert result.passed, result.failures
+    assert io["input"]["dtype"] == "float32"
+
+
+def test_sequential_models_are_wrapped_for_tf2onnx(tmp_path):
+    import keras
+
+    from asp_export.export.source import as_functional
+
+    seq = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+    _, result = _export_and_check(as_functional(seq), "onnx", tmp_path / "s.onnx", FileSpec())
+    assert result.passed
+
+
+def _fake_onnxslim(monkeypatch, slim):
+    module = types.ModuleType("onnxslim")
+    module.__spec__ = importlib.machinery.ModuleSpec("onnxslim", None)
+    module.slim = slim
+    monkeypatch.setitem(sys.modules, "onnxslim", module)
+
+
+def test_simplification_is_kept_only_when_parity_holds(tiny_cnn, tmp_path, monkeypatch):
+    import onnx
+    from onnx import numpy_helper
+
+    from asp_export.export import onnx as onnx_export
+
+    path = tmp_path / "dense.onnx"
+    x = _inputs(tiny_cnn)
+    onnx_export.export(tiny_cnn, path, FileSpec(metadata={"asp_version": "t"}))
+    reference = keras_logits(tiny_cnn, x)
+
+    def accept(candidate):
+        return check_file(FORMATS["onnx"], candidate, x, reference, default_tolerance("fp32")).passed
+
+    def breaking_slim(model):  # a "simplifier" that changes the numbers
+        broken = onnx.ModelProto()
+        broken.CopyFrom(model)
+        init = broken.graph.initializer[0]
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2.0, init.name))
+        return broken
+
+    before = path.read_bytes()
+    _fake_onnxslim(monkeypatch, breaking_slim)
+    assert onnx_export.simplify(path, accept) is False
+    assert path.read_bytes() == before
+
+    _fake_onnxslim(monkeypatch, lambda model: model)
+    assert onnx_export.simplify(path, accept) is True
+    assert {p.key for p in onnx.load(str(path)).metadata_props} == {"asp_version"}
