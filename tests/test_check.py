@@ -379,3 +379,13 @@ def test_baseline_is_untouched_when_write_fails(tmp_path, baseline):
         write_baseline(tmp_path / "missing-run", baseline)
     assert baseline.read_text() == before
     assert not [p.name for p in baseline.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_docs_describe_every_metric_and_budget():
+    from asp_export.check import BUDGETS, METRICS
+
+    docs = (Path(__file__).parents[1] / "docs" / "ci.md").read_text()
+    for metric in METRICS:
+        assert f"`{metric.key}" in docs, metric.key
+    for budget in BUDGETS.values():
+        assert budget.option in docs and budget.format(budget.default) in docs, budget.option
