@@ -92,7 +92,9 @@ class FlopsReport:
                     f"{row.name:<32} {row.class_name:<22} {shape:<16} "
                     f"{format_count(row.params):>10} {format_count(row.flops):>10}"
                 )
-        lines.append(f"total: {format_count(self.params)} params, {format_count(self.flops)} FLOPs ({self.macs} MACs)")
+        lines.append(
+            f"total: {format_count(self.params)} params, {format_count(self.flops)} FLOPs ({self.macs} MACs)"
+        )
         return "\n".join(lines)
 
 
@@ -160,6 +162,33 @@ def _zero(layer, ins, outs) -> int:
     return 0
 
 
+# Layer types whose cost is O(activations): counted as 0 MACs by convention (module docstring).
+# fmt: off
+_ZERO_COST_LAYERS = (
+    "InputLayer",
+    # normalisation
+    "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
+    "RMSNormalization", "Normalization", "Rescaling",
+    # activations
+    "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
+    # pooling
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
+    "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
+    "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
+    "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
+    # merges
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    # shape and regularisation
+    "Flatten", "Reshape", "Permute", "RepeatVector", "Identity", "Masking",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
+    "GaussianNoise", "AlphaDropout", "ActivityRegularization",
+    "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
+    "UpSampling1D", "UpSampling2D", "UpSampling3D", "Resizing", "CenterCrop",
+)
+# fmt: on
+
+
 def _rules() -> list[tuple[tuple[type, ...], Callable]]:
     """(layer classes, MAC rule), most specific first; classes missing from this Keras are skipped."""
     from keras import layers
@@ -173,31 +202,7 @@ def _rules() -> list[tuple[tuple[type, ...], Callable]]:
         (classes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"), _conv_transpose_macs),
         (classes("Conv1D", "Conv2D", "Conv3D"), _conv_macs),
         (classes("Dense"), _dense_macs),
-        (
-            classes(
-                "InputLayer",
-                # normalisation
-                "BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization",
-                "RMSNormalization", "Normalization", "Rescaling",
-                # activations
-                "Activation", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax",
-                # pooling
-                "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-                "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-                "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-                "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
-                "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
-                # merges
-                "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-                # shape and regularisation
-                "Flatten", "Reshape", "Permute", "RepeatVector", "Identity", "Masking",
-                "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianDropout",
-                "GaussianNoise", "AlphaDropout", "ActivityRegularization",
-                "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-                "UpSampling1D", "UpSampling2D", "UpSampling3D", "Resizing", "CenterCrop",
-            ),  # fmt: skip
-            _zero,
-        ),
+        (classes(*_ZERO_COST_LAYERS), _zero),
     ]
 
 
@@ -330,7 +335,7 @@ def count(model) -> FlopsReport:
     if counter.uncounted:
         classes = {row.name: row.class_name for row in counter.rows}
         log.warning(
-            "FLOPs: layer(s) of a type asp does not know were counted as 0 MACs (their weights are counted): %s",
+            "FLOPs: layers of a type asp does not know count as 0 MACs (their weights are counted): %s",
             ", ".join(f"{name} ({classes[name]})" for name in counter.uncounted),
         )
     macs = sum(row.macs for row in counter.rows)
@@ -405,8 +410,6 @@ def zoo_costs(
         One `ModelCost` per model, sorted by name. A model that cannot be built at the given
         input shape (e.g. too small for its pooling) gets `error` set instead of counts.
     """
-    import keras
-
     from asp_export.models import create_model, get_model_entry, list_models
 
     names = [n for n in list_models(pattern) if include_tiny or not n.startswith("tiny_")]
@@ -426,7 +429,6 @@ def zoo_costs(
         report = count(model)
         costs.append(ModelCost(name, entry.summary, shape, classes, report.params, report.flops, report.macs))
         del model
-        keras.backend.clear_session()  # keeps memory and layer-name counters flat across builds
     return costs
 
 
@@ -437,10 +439,11 @@ def zoo_table(costs: list[ModelCost]) -> str:
     for cost in costs:
         shape = "x".join(str(d) for d in cost.input_shape)
         if cost.error is not None:
-            lines.append(f"{cost.name:<18} {shape:<10} {'-':>9} {'-':>9}  does not build at this input: {cost.error}")
+            lines.append(
+                f"{cost.name:<18} {shape:<10} {'-':>9} {'-':>9}  does not build at this input: {cost.error}"
+            )
             continue
-        lines.append(
-            f"{cost.name:<18} {shape:<10} {format_count(cost.params):>9} {format_count(cost.flops):>9}  {cost.summary}"
-        )
+        params, flops = format_count(cost.params), format_count(cost.flops)
+        lines.append(f"{cost.name:<18} {shape:<10} {params:>9} {flops:>9}  {cost.summary}")
     lines.append("FLOPs = 2 x multiply-accumulates of conv/dense layers, per image (docs/models.md).")
     return "\n".join(lines)

@@ -24,15 +24,26 @@ def _parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
     except ValueError:
         shape = ()
     if len(shape) != 3 or any(d <= 0 for d in shape):
-        raise click.BadParameter(f"expected H,W,C with three positive integers (e.g. 32,32,3), got {value!r}.")
+        raise click.BadParameter(
+            f"expected H,W,C with three positive integers (e.g. 32,32,3), got {value!r}."
+        )
     return shape
 
 
 @click.command("models", epilog=_EPILOG)
-@click.option("--input-shape", callback=_parse_shape, default=None, metavar="H,W,C",
-              help="Build every model at this input shape. [default: each model's own]")
-@click.option("--num-classes", type=click.IntRange(min=2), default=None,
-              help="Classifier width. [default: each model's own]")
+@click.option(
+    "--input-shape",
+    callback=_parse_shape,
+    default=None,
+    metavar="H,W,C",
+    help="Build every model at this input shape. [default: each model's own]",
+)
+@click.option(
+    "--num-classes",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Classifier width. [default: each model's own]",
+)
 @click.option("--filter", "pattern", default="*", show_default=True, help="Only names matching this glob.")
 @click.option("--all", "include_tiny", is_flag=True, help="Also list the tiny_* test networks.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)

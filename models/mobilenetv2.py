@@ -51,7 +51,9 @@ def _inverted_residual(x, expansion: int, out_ch: int, strides: int, name: str):
     return y
 
 
-def mobilenetv2_cifar_model(input_shape, num_classes, *, width_multiplier: float = 1.0, name: str = "mobilenetv2"):
+def mobilenetv2_cifar_model(
+    input_shape, num_classes, *, width_multiplier: float = 1.0, name: str = "mobilenetv2"
+):
     """Build MobileNetV2 for small images; layer names `stem`, `block{i}_*`, `head`, `gap`, `logits`."""
     import keras
     from keras import layers
@@ -65,7 +67,9 @@ def mobilenetv2_cifar_model(input_shape, num_classes, *, width_multiplier: float
     for expansion, channels, repeats, first_stride in CIFAR_BLOCKS:
         out_ch = _make_divisible(channels * width_multiplier)
         for repeat in range(repeats):
-            x = _inverted_residual(x, expansion, out_ch, first_stride if repeat == 0 else 1, name=f"block{index}")
+            x = _inverted_residual(
+                x, expansion, out_ch, first_stride if repeat == 0 else 1, name=f"block{index}"
+            )
             index += 1
     # As in the paper, the head is not thinned below 1280 channels when width_multiplier < 1.
     head_ch = _make_divisible(1280 * width_multiplier) if width_multiplier > 1.0 else 1280

@@ -31,7 +31,12 @@ def _basic_block(x, filters: int, strides: int, name: str):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(
-            filters, 1, strides=strides, use_bias=False, kernel_initializer="he_normal", name=f"{name}_shortcut"
+            filters,
+            1,
+            strides=strides,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=f"{name}_shortcut",
         )(x)
         shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
     x = layers.Add(name=f"{name}_add")([shortcut, y])

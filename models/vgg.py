@@ -11,9 +11,11 @@ from __future__ import annotations
 from asp_export.models._registry import register_model
 
 # Filters per conv, "M" = 2x2 max-pool (Simonyan & Zisserman configuration "D").
+# fmt: off
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
+# fmt: on
 
 
 def _vgg(cfg, input_shape, num_classes, *, fc_units: int, name: str):
@@ -30,7 +32,9 @@ def _vgg(cfg, input_shape, num_classes, *, fc_units: int, name: str):
             continue
         conv_index += 1
         conv = f"conv{conv_index}"
-        x = layers.Conv2D(int(item), 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=conv)(x)
+        x = layers.Conv2D(
+            int(item), 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=conv
+        )(x)
         x = layers.BatchNormalization(name=f"{conv}_bn")(x)
         x = layers.ReLU(name=f"{conv}_relu")(x)
     x = layers.Flatten(name="flatten")(x)
