@@ -382,7 +382,7 @@ class Row:
     status: str
     baseline: Any
     current: Any
-    delta: float | None  # current - baseline (accuracy: in percentage points)
+    delta: float | None  # current - baseline, in the metric's unit (accuracy: a fraction)
     delta_pct: float | None  # relative change in percent of the baseline
     budget: float | None  # in the budget's unit (percent or points)
     message: str
@@ -503,7 +503,7 @@ def compare_one(name: str, metric: Metric, baseline: Any, current: Any, budget: 
         return Row(name, metric, PASS if ok else FAIL, baseline, current, None, None, None, msg)
     if current is None:
         return Row(name, metric, FAIL, baseline, None, None, None, budget,
-                   f"listed in {SOURCES[metric.source].label} without a value (did that row fail?)")
+                   f"null in {SOURCES[metric.source].label} (not measured in this run)")
     delta = current - baseline
     delta_pct = (delta / baseline * 100.0) if baseline else None
     spec = BUDGETS[metric.budget]
@@ -512,7 +512,7 @@ def compare_one(name: str, metric: Metric, baseline: Any, current: Any, budget: 
         drop_pp = (baseline - current) * 100.0
         ok = drop_pp <= budget + _EPS
         msg = "" if ok else f"dropped {drop_pp:.2f} pp > {budget:g} pp allowed"
-        return Row(name, metric, PASS if ok else FAIL, baseline, current, delta * 100.0, delta_pct, budget, msg)
+        return Row(name, metric, PASS if ok else FAIL, baseline, current, delta, delta_pct, budget, msg)
     if metric.direction == "lower":
         limit = baseline * (1 + budget / 100.0)
         ok = current <= limit * (1 + _EPS) + _EPS
@@ -596,12 +596,25 @@ def _natural(name: str) -> str:
     return re.sub(r"\d+", lambda m: m.group().zfill(8), name)
 
 
+_BASELINE_KINDS = {"count": "number", "bytes": "number", "fraction": "fraction", "ratio": "ratio",
+                   "bool": "bool", "text": "text"}
+
+
 def _validate_baseline_names(baseline: Baseline) -> None:
-    for name in baseline.metrics:
+    for name, value in baseline.metrics.items():
         try:
-            metric_for(name)
+            metric = metric_for(name)
         except UserInputError as err:
             raise BaselineError(f"{baseline.path}: {err} Fix the file or rewrite it with --write-baseline.") from None
+        kind = _BASELINE_KINDS[metric.unit]
+        ok = {"number": _is_number(value) and value >= 0,
+              "fraction": _is_number(value) and 0 <= value <= 1,
+              "ratio": _is_number(value) and value > 0,
+              "bool": isinstance(value, bool),
+              "text": isinstance(value, str)}[kind]
+        if not ok:
+            raise BaselineError(f"{baseline.path}: metrics[{name!r}] is {value!r}, expected a {kind} "
+                                f"({metric.label}); fix it or rewrite the file with --write-baseline.")
     for key in baseline.budgets:
         if key in BUDGETS or key in baseline.metrics:
             continue

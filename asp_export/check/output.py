@@ -9,6 +9,7 @@ percent with deltas in percentage points, speedups as `x` ratios.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from asp_export.check.check import (
     format_pct,
     Row,
 )
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("table", "json", "md", "junit")
 
@@ -56,7 +59,7 @@ def format_delta(row: Row) -> str:
         return "-"
     unit = row.metric.unit
     if unit == "fraction":
-        return f"{row.delta:+.2f} pp"
+        return f"{row.delta * 100:+.2f} pp"
     rel = f" ({format_pct(row.delta_pct)})" if row.delta_pct is not None else ""
     if unit == "ratio":
         return f"{row.delta:+.2f}x{rel}"
@@ -208,6 +211,11 @@ def append_step_summary(report: CheckReport, env: dict[str, str] | None = None) 
         return None
     path = Path(target)
     # Appending (not atomic replace) is the contract of this file: earlier steps wrote to it too.
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(render_md(report) + "\n")
+    # The summary is a courtesy: failing to write it must not turn a verdict into an I/O error.
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(render_md(report) + "\n")
+    except OSError as err:
+        log.warning("Could not append the check table to GITHUB_STEP_SUMMARY=%s: %s", target, err)
+        return None
     return path
