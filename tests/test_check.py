@@ -7,6 +7,7 @@ contract's field names, illustrative numbers) and edited per test.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -377,7 +378,13 @@ def test_step_summary_is_appended(tmp_path, baseline):
 
 def test_unwritable_step_summary_does_not_change_the_verdict(tmp_path, baseline, caplog):
     report = run_check(tmp_path / "base", baseline)
-    assert append_step_summary(report, {"GITHUB_STEP_SUMMARY": str(tmp_path)}) is None  # a directory
+    # the CLI stops "asp_export" records from propagating to the root logger caplog listens on
+    logger = logging.getLogger("asp_export.check.output")
+    logger.addHandler(caplog.handler)
+    try:
+        assert append_step_summary(report, {"GITHUB_STEP_SUMMARY": str(tmp_path)}) is None  # a directory
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "Could not append" in caplog.text
 
 
