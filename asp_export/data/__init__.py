@@ -140,7 +140,7 @@ def load_dataset(
     if name.startswith(FOLDER_PREFIX):
         from asp_export.data.folder import load_folder_source
 
-        folder = name[len(FOLDER_PREFIX):].strip()
+        folder = name[len(FOLDER_PREFIX) :].strip()
         if not folder:
             raise UserInputError("folder dataset needs a path: --data folder:/path/to/root.")
         source = load_folder_source(folder, data_dir)
@@ -151,7 +151,9 @@ def load_dataset(
         if canonical not in _SOURCES:
             raise unknown_name_error("dataset", name, list_datasets())
         source = _SOURCES[canonical](data_dir)
-    ds = build_dataset(canonical, source, input_shape=shape, val_fraction=val_fraction, seed=int(seed), augment=augment)
+    ds = build_dataset(
+        canonical, source, input_shape=shape, val_fraction=val_fraction, seed=int(seed), augment=augment
+    )
     log.info("loaded %r", ds)
     return ds
 
@@ -197,14 +199,23 @@ def dataset_from_arrays(
         else:
             raise DataError(f"{name} {what}: images must be uint8 or float, got {x.dtype}.")
     if stores["train"].x.shape[1:] != stores["test"].x.shape[1:]:
-        raise DataError(f"{name}: train images {stores['train'].x.shape[1:]} and test images "
-                        f"{stores['test'].x.shape[1:]} differ in shape.")
+        raise DataError(
+            f"{name}: train images {stores['train'].x.shape[1:]} and test images "
+            f"{stores['test'].x.shape[1:]} differ in shape."
+        )
     source = SourceData(
         train=stores["train"],
         test=stores["test"],
         native_shape=tuple(int(d) for d in stores["train"].x.shape[1:]),
-        class_names=tuple(class_names) if class_names is not None else tuple(str(i) for i in range(num_classes)),
+        class_names=tuple(class_names)
+        if class_names is not None
+        else tuple(str(i) for i in range(num_classes)),
     )
     return build_dataset(
-        name, source, input_shape=check_input_shape(input_shape), val_fraction=val_fraction, seed=seed, augment=False
+        name,
+        source,
+        input_shape=check_input_shape(input_shape),
+        val_fraction=val_fraction,
+        seed=seed,
+        augment=False,
     )

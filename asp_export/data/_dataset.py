@@ -95,7 +95,9 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, *, what: str) -
     if x.shape[0] == 0:
         raise DataError(f"{what}: the dataset is empty (0 images).")
     if y.shape != (x.shape[0],):
-        raise DataError(f"{what}: {x.shape[0]} images but labels of shape {y.shape}; expected ({x.shape[0]},).")
+        raise DataError(
+            f"{what}: {x.shape[0]} images but labels of shape {y.shape}; expected ({x.shape[0]},)."
+        )
     if np.issubdtype(x.dtype, np.floating):
         bad = ~np.isfinite(x)
         if bad.any():
@@ -269,8 +271,13 @@ class Dataset:
         """
         seed = self.seed if seed is None else int(seed)
         return self._pipeline(
-            "train", batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
-            augment=self.augment, drop_remainder=drop_remainder,
+            "train",
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            repeat=repeat,
+            augment=self.augment,
+            drop_remainder=drop_remainder,
         )
 
     def val(self, batch_size: int):
@@ -306,7 +313,9 @@ class Dataset:
         if idx.size == 0:
             raise DataError(f"{self.name} has no {split} images to sample from.")
         if n > idx.size:
-            log.warning("asked for %d %s samples of %s; only %d exist, returning all", n, split, self.name, idx.size)
+            log.warning(
+                "asked for %d %s samples of %s; only %d exist, returning all", n, split, self.name, idx.size
+            )
             n = idx.size
         pick = idx[np.sort(np.random.default_rng(seed).choice(idx.size, size=int(n), replace=False))]
         if isinstance(store, ArrayStore):
@@ -315,7 +324,11 @@ class Dataset:
             images = []
             for path in store.paths[pick]:
                 try:
-                    images.append(_to_model_input(_decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape))
+                    images.append(
+                        _to_model_input(
+                            _decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape
+                        )
+                    )
                 except tf.errors.OpError as err:
                     raise DataError(f"{path}: cannot decode image ({err.message.splitlines()[0]}).") from None
             x = tf.concat(images, axis=0)
@@ -404,9 +417,13 @@ def build_dataset(
 ) -> Dataset:
     """Hold out the validation split from train and wrap everything in a `Dataset`."""
     if len(source.train) == 0 or len(source.test) == 0:
-        raise DataError(f"{name}: the dataset is empty (train {len(source.train)}, test {len(source.test)} images).")
+        raise DataError(
+            f"{name}: the dataset is empty (train {len(source.train)}, test {len(source.test)} images)."
+        )
     if len(source.class_names) < 2:
-        raise DataError(f"{name}: found {len(source.class_names)} class(es); classification needs at least 2.")
+        raise DataError(
+            f"{name}: found {len(source.class_names)} class(es); classification needs at least 2."
+        )
     if augment and not source.augmentable:
         raise UserInputError(f"augment=True is only available for CIFAR datasets, not {name!r}.")
     train_idx, val_idx = stratified_split(source.train.y, val_fraction, seed)

@@ -53,10 +53,10 @@ CLASS_NAMES = {
         "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
         "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
         "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
-        "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid "
-        "otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray "
-        "road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar "
-        "sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle "
+        "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange "
+        "orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit "
+        "raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
+        "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle "
         "wardrobe whale willow_tree wolf woman worm".split()
     ),
 }
@@ -106,7 +106,9 @@ def parse_records(data: bytes, *, name: str, where: str) -> tuple[np.ndarray, np
     rows = np.frombuffer(data, dtype=np.uint8).reshape(-1, record)
     labels = rows[:, label_bytes - 1].astype(np.int32)  # CIFAR-100: byte 0 coarse, byte 1 fine
     if label_bytes == 2 and rows[:, 0].max() >= 20:
-        raise DataError(f"{where}: coarse label {int(rows[:, 0].max())} is out of range 0..19; {_expected(name)}.")
+        raise DataError(
+            f"{where}: coarse label {int(rows[:, 0].max())} is out of range 0..19; {_expected(name)}."
+        )
     if labels.max() >= num_classes:
         bad = int(np.argmax(labels >= num_classes))
         raise DataError(
@@ -150,7 +152,9 @@ class _TarReader:
         return handle.read() if handle is not None else None
 
     def where(self, member: str) -> str:
-        return f"{self.path}!{self.members[member].name}" if member in self.members else f"{self.path}!{member}"
+        return (
+            f"{self.path}!{self.members[member].name}" if member in self.members else f"{self.path}!{member}"
+        )
 
 
 def _locate(name: str, data_dir: Path):
@@ -196,8 +200,12 @@ def _class_names(name: str, reader) -> tuple[str, ...]:
         return default
     names = tuple(line.strip() for line in raw.decode("utf-8", "replace").splitlines() if line.strip())
     if len(names) != len(default):
-        log.warning("%s lists %d class names, expected %d; using the standard names",
-                    reader.where(LAYOUTS[name]["names_file"]), len(names), len(default))
+        log.warning(
+            "%s lists %d class names, expected %d; using the standard names",
+            reader.where(LAYOUTS[name]["names_file"]),
+            len(names),
+            len(default),
+        )
         return default
     return names
 
@@ -223,6 +231,11 @@ def load_cifar_source(name: str, data_dir: str | None) -> SourceData:
     )
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def _download(name: str) -> Path:
     """Fetch the official binary archive through keras.utils.get_file (cached in ~/.keras/datasets).
 
@@ -236,6 +249,6 @@ def _download(name: str) -> Path:
         return Path(keras.utils.get_file(lay["archive"], origin=lay["url"]))
     except Exception as err:  # noqa: BLE001 -- urllib, ssl, http and keras wrap failures differently
         raise DataError(
-            f"Could not download {lay['url']} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            f"without network pass --data-dir with {_expected(name)[len('expected '):]}."
+            f"Could not download {lay['url']} ({_first_line(err)}); "
+            f"without network pass --data-dir with {_expected(name)[len('expected ') :]}."
         ) from None

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from asp_export.data._dataset import TEST_FRACTION, TEST_SPLIT_SEED, ArrayStore, SourceData, check_arrays, stratified_split
+from asp_export.data._dataset import (
+    TEST_FRACTION,
+    TEST_SPLIT_SEED,
+    ArrayStore,
+    SourceData,
+    check_arrays,
+    stratified_split,
+)
 from asp_export.errors import DataError
 
 

@@ -29,7 +29,10 @@ _SIGNATURES = {
     ".bmp": (b"BM",),
     ".gif": (b"GIF87a", b"GIF89a"),
 }
-_LAYOUT = "expected one subfolder per class holding .png/.jpg/.bmp/.gif images (or train/ and test/ folders of those)"
+_LAYOUT = (
+    "expected one subfolder per class holding .png/.jpg/.bmp/.gif images "
+    "(or train/ and test/ folders of those)"
+)
 
 
 def _subdirs(root: Path) -> list[Path]:
@@ -38,18 +41,25 @@ def _subdirs(root: Path) -> list[Path]:
 
 def _images_in(folder: Path) -> list[Path]:
     files = sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and p.suffix.lower() in EXTENSIONS and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     for path in files:
         with open(path, "rb") as handle:
             head = handle.read(8)
         if not head.startswith(_SIGNATURES[path.suffix.lower()]):
-            raise DataError(f"{path}: not a {path.suffix.lower()[1:].upper()} image (bad file signature); {_LAYOUT}.")
+            raise DataError(
+                f"{path}: not a {path.suffix.lower()[1:].upper()} image (bad file signature); {_LAYOUT}."
+            )
     return files
 
 
-def scan_classes(root: Path, class_names: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
+def scan_classes(
+    root: Path, class_names: list[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Sorted class subfolders of `root` -> (class names, file paths, int32 labels)."""
     folders = _subdirs(root)
     names = [f.name for f in folders]
@@ -94,16 +104,27 @@ def load_folder_source(path: str, data_dir: str | None = None) -> SourceData:
     top = {p.name for p in _subdirs(root)}
     if {"train", "test"} <= top <= {"train", "val", "test"}:
         if "val" in top:
-            log.warning("%s/val is ignored: asp holds the validation split out of train/ (val_fraction)", root)
+            log.warning(
+                "%s/val is ignored: asp holds the validation split out of train/ (val_fraction)", root
+            )
         class_names, train_paths, train_y = scan_classes(root / "train")
         _, test_paths, test_y = scan_classes(root / "test", class_names)
     else:
         class_names, paths, labels = scan_classes(root)
         train_idx, test_idx = stratified_split(labels, TEST_FRACTION, TEST_SPLIT_SEED)
-        train_paths, train_y, test_paths, test_y = paths[train_idx], labels[train_idx], paths[test_idx], labels[test_idx]
+        train_paths, train_y, test_paths, test_y = (
+            paths[train_idx],
+            labels[train_idx],
+            paths[test_idx],
+            labels[test_idx],
+        )
     if test_y.size == 0:
-        raise DataError(f"{root}: too few images to hold out a test split (each class needs at least 2); {_LAYOUT}.")
-    log.info("%s: %d classes, %d train+val and %d test images", root, len(class_names), train_y.size, test_y.size)
+        raise DataError(
+            f"{root}: too few images to hold out a test split (each class needs at least 2); {_LAYOUT}."
+        )
+    log.info(
+        "%s: %d classes, %d train+val and %d test images", root, len(class_names), train_y.size, test_y.size
+    )
     return SourceData(
         train=FileStore(train_paths, train_y),
         test=FileStore(test_paths, test_y),

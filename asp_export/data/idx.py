@@ -36,8 +36,16 @@ _EXPECTED_LAYOUT = ", ".join(f"{n}[.gz]" for n in FILES.values())
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
     "fashion-mnist": (
-        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
     ),
 }
 
@@ -80,12 +88,19 @@ def read_idx(path: str | Path, *, kind: str) -> np.ndarray:
                 raise DataError(f"{path}: invalid dimensions {dims} in the header; {expected}.")
             n_bytes = int(np.prod(dims, dtype=np.int64))
             if n_bytes > _MAX_BYTES:
-                raise DataError(f"{path}: header promises {n_bytes} bytes, more than asp accepts; {expected}.")
+                raise DataError(
+                    f"{path}: header promises {n_bytes} bytes, more than asp accepts; {expected}."
+                )
             body = handle.read(n_bytes + 1)  # one extra byte detects trailing garbage
     except (OSError, EOFError, zlib.error) as err:
         if isinstance(err, FileNotFoundError):
             raise DataError(f"{path}: file not found; {expected}.") from None
-        raise DataError(f"{path}: cannot read ({err}); {expected}.") from None
+        problem = (
+            "corrupt or truncated gzip"
+            if isinstance(err, (gzip.BadGzipFile, EOFError, zlib.error))
+            else "cannot read"
+        )
+        raise DataError(f"{path}: {problem} ({err}); {expected}.") from None
     if len(body) != n_bytes:
         how = "truncated" if len(body) < n_bytes else "longer than its header says"
         raise DataError(
@@ -108,7 +123,9 @@ def find_idx_files(data_dir: str | Path) -> dict[str, Path]:
                 found[key] = root / candidate
                 break
         else:
-            raise DataError(f"{root}: missing {base} (or {base}.gz); expected the IDX files {_EXPECTED_LAYOUT}.")
+            raise DataError(
+                f"{root}: missing {base} (or {base}.gz); expected the IDX files {_EXPECTED_LAYOUT}."
+            )
     return found
 
 
@@ -118,12 +135,17 @@ def _read_pair(images_path: Path, labels_path: Path, num_classes: int) -> tuple[
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{labels_path}: holds {labels.shape[0]} labels but {images_path.name} holds "
-            f"{images.shape[0]} images; the counts must agree."
+            f"{images.shape[0]} images; the counts must agree (expected the official IDX files)."
         )
     if images.shape[0] == 0:
-        raise DataError(f"{images_path}: holds 0 images; the dataset is empty.")
+        raise DataError(
+            f"{images_path}: holds 0 images; the dataset is empty (expected the official IDX files)."
+        )
     if labels.max() >= num_classes:
-        raise DataError(f"{labels_path}: label {int(labels.max())} is out of range; expected 0..{num_classes - 1}.")
+        raise DataError(
+            f"{labels_path}: label {int(labels.max())} is out of range; "
+            f"expected IDX labels 0..{num_classes - 1}."
+        )
     return images[..., None], labels.astype(np.int32)
 
 
@@ -152,6 +174,11 @@ def load_idx_source(name: str, data_dir: str | None) -> SourceData:
     )
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
 def _keras_download(name: str):
     """keras.datasets download (cached in ~/.keras/datasets); a network failure becomes a DataError.
 
@@ -165,7 +192,7 @@ def _keras_download(name: str):
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as err:  # noqa: BLE001 -- urllib, ssl, http and keras wrap failures differently
         raise DataError(
-            f"Could not download {name} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"Could not download {name} ({_first_line(err)}); "
             f"without network pass --data-dir DIR holding the official IDX files {_EXPECTED_LAYOUT}."
         ) from None
     x_train, x_test = np.asarray(x_train, np.uint8)[..., None], np.asarray(x_test, np.uint8)[..., None]
