@@ -74,8 +74,13 @@ def pair_sentence(pair: dict[str, Any]) -> str:
     if pair["status"] != "ok":
         return f"{where}: no speedup (a row failed; see its error)."
     speedup = pair["speedup_p50"]
-    flops = (f"; FLOPs {pair['flops_ratio']:.2f}x fewer, so {pair['efficiency']:.2f} of the FLOPs cut became time"
-             if pair.get("efficiency") is not None else "; FLOPs ratio unknown")
+    ratio = pair.get("flops_ratio")
+    if ratio is None:
+        flops = "; FLOPs ratio unknown"
+    elif ratio < 1:
+        flops = f"; the pruned model has {1 / ratio:.2f}x MORE FLOPs"
+    else:
+        flops = f"; FLOPs {ratio:.2f}x fewer, so {pair['efficiency']:.2f} of the FLOPs cut became time"
     timing = f"(p50 {pair['dense_p50_ms']:.3f} ms dense vs {pair['pruned_p50_ms']:.3f} ms pruned)"
     if pair["slower"]:
         return (f"{where}: PRUNED IS SLOWER than dense: {speedup:.2f}x {timing}{flops}. "

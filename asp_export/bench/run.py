@@ -164,7 +164,7 @@ def _run_dir_targets(run: RunDir, runtimes: list[str]) -> list[Target]:
                     format=fmt,
                     precision=entry.get("precision"),
                     path=path,
-                    flops=flops.get(role) or (_onnx_flops(path) if fmt == "onnx" else None),
+                    flops=flops.get(role) or _entry_flops(entry) or (_onnx_flops(path) if fmt == "onnx" else None),
                 )
             )
     elif needs_export:
@@ -191,6 +191,11 @@ def _report_flops(run: RunDir) -> dict[str, int]:
         if isinstance(value, (int, float)) and value > 0:
             found[role] = int(value)
     return found
+
+
+def _entry_flops(entry: dict[str, Any]) -> int | None:
+    value = entry.get("flops")  # asp export records the Keras model's count per file
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 def _onnx_flops(path: Path) -> int | None:

@@ -77,6 +77,11 @@ def _batched_shape(name: str, dims: list[Any], batch: int) -> list[int]:
     return [batch, *(int(d) for d in rest)]
 
 
+def _fixed_batch_hint(fixed: int, batch: int) -> str:
+    return (f"the file was exported with a fixed batch of {fixed} and cannot run at batch {batch}; "
+            "re-export with `asp export --batch dynamic` (or bench with --batch " + str(fixed) + ")")
+
+
 # ---------------------------------------------------------------------------------------------------
 # onnxruntime
 
@@ -113,6 +118,9 @@ def ort_feeds(session: Any, batch: int) -> dict[str, np.ndarray]:
     for node in session.get_inputs():
         if node.type not in _ORT_DTYPES:
             raise ValueError(f"input {node.name!r} has type {node.type}, which asp bench cannot fill")
+        fixed = node.shape[0] if node.shape else None
+        if isinstance(fixed, int) and fixed > 0 and fixed != batch:
+            raise ValueError(_fixed_batch_hint(fixed, batch))
         feeds[node.name] = _random_input(_batched_shape(node.name, node.shape, batch), _ORT_DTYPES[node.type])
     return feeds
 
@@ -163,15 +171,20 @@ def load_tflite(path: str | Path, *, batch: int, threads: int | None, provider: 
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    inputs = interpreter.get_input_details()
-    for detail in inputs:
-        dims = list(detail.get("shape_signature", detail["shape"]))
-        dims = [int(d) if d > 0 else -1 for d in dims]
-        if dims and dims[0] == -1:
-            dims[0] = 1
-        shape = _batched_shape(detail["name"], dims, batch)
+    fixed = None
+    for detail in interpreter.get_input_details():
+        dims = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+        if dims and dims[0] > 0 and dims[0] != batch:
+            fixed = dims[0]
+        shape = _batched_shape(detail["name"], [1, *dims[1:]] if dims else dims, batch)
         interpreter.resize_tensor_input(detail["index"], shape, strict=False)
-    interpreter.allocate_tensors()
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as err:
+        if fixed is None:
+            raise
+        # Reshape ops of a fixed-batch file often bake the batch in; resizing the input cannot fix them.
+        raise ValueError(f"{_fixed_batch_hint(fixed, batch)} (resizing failed: {err})") from None
     for detail in interpreter.get_input_details():
         scale, zero_point = detail.get("quantization", (0.0, 0))
         value = _random_input(list(detail["shape"]), np.dtype(detail["dtype"]), scale, int(zero_point))
