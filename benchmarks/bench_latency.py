@@ -2,9 +2,9 @@
 
 Two sources:
 
-    python benchmarks/bench_latency.py [RUN_DIR]        # default runs/demo (needs `asp export` first;
-                                                        # TFLite at batch 32 needs `asp export --batch dynamic`)
-    python benchmarks/bench_latency.py --resnet56       # ResNet-56, inner block widths cut by surgery
+    python benchmarks/bench_latency.py [RUN_DIR]   # default runs/demo (needs `asp export` first;
+                                                   # TFLite at batch 32 needs `asp export --batch dynamic`)
+    python benchmarks/bench_latency.py --resnet56  # ResNet-56, inner block widths cut by surgery
 
 The ResNet-56 variant builds `create_model("resnet56")` (random weights: latency does not depend on how
 well a model is trained), zeroes the inner channels of every basic block (conv1 output -> bn1 -> conv2
@@ -55,25 +55,41 @@ def bench_dir(run_dir: Path, args: argparse.Namespace) -> dict:
 
 def print_summary(title: str, data: dict) -> None:
     print(f"\n== {title}")
-    print(f"{'runtime':<12}{'format':<8}{'prec':<6}{'batch':>6}{'dense ms':>11}{'pruned ms':>11}{'speedup':>9}"
-          f"{'FLOPs x':>9}{'eff.':>7}  verdict")
+    print(
+        f"{'runtime':<12}{'format':<8}{'prec':<6}{'batch':>6}{'dense ms':>11}{'pruned ms':>11}{'speedup':>9}"
+        f"{'FLOPs x':>9}{'eff.':>7}  verdict"
+    )
     for p in data["pairs"]:
         if p["status"] != "ok":
-            print(f"{p['runtime']:<12}{p['format']:<8}{p['precision'] or '-':<6}{p['batch']:>6}  (a row failed)")
+            print(
+                f"{p['runtime']:<12}{p['format']:<8}{p['precision'] or '-':<6}{p['batch']:>6}  (a row failed)"
+            )
             continue
         eff = p["efficiency"]
-        goal = "" if p["batch"] < 32 or eff is None else ("  goal met" if eff >= GOAL_EFFICIENCY else "  below goal")
-        print(f"{p['runtime']:<12}{p['format']:<8}{p['precision'] or '-':<6}{p['batch']:>6}"
-              f"{p['dense_p50_ms']:>11.3f}{p['pruned_p50_ms']:>11.3f}{p['speedup_p50']:>9.2f}"
-              f"{(p['flops_ratio'] or float('nan')):>9.2f}{(eff if eff is not None else float('nan')):>7.2f}  "
-              f"{'SLOWER' if p['slower'] else p['verdict']}{goal}")
+        goal = (
+            ""
+            if p["batch"] < 32 or eff is None
+            else ("  goal met" if eff >= GOAL_EFFICIENCY else "  below goal")
+        )
+        print(
+            f"{p['runtime']:<12}{p['format']:<8}{p['precision'] or '-':<6}{p['batch']:>6}"
+            f"{p['dense_p50_ms']:>11.3f}{p['pruned_p50_ms']:>11.3f}{p['speedup_p50']:>9.2f}"
+            f"{(p['flops_ratio'] or float('nan')):>9.2f}{(eff if eff is not None else float('nan')):>7.2f}  "
+            f"{'SLOWER' if p['slower'] else p['verdict']}{goal}"
+        )
     for prof in data.get("profiles", []):
         if prof.get("ops"):
             top = " · ".join(f"{o['op_type']} {o['share'] * 100:.0f}%" for o in prof["ops"][:4])
-            print(f"  profile {prof['model']} b{prof['batch']}: {prof['total_ms_per_run']:.2f} ms/run in kernels: {top}")
+            print(
+                f"  profile {prof['model']} b{prof['batch']}: "
+                f"{prof['total_ms_per_run']:.2f} ms/run in kernels: {top}"
+            )
     failed = [r for r in data["rows"] if r["status"] != "ok"]
     for row in failed:
-        print(f"  {row['runtime']} {row['model']} {row['format']} b{row['batch']}: {row['status']}: {row['error']}")
+        print(
+            f"  {row['runtime']} {row['model']} {row['format']} b{row['batch']}: "
+            f"{row['status']}: {row['error']}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -109,10 +125,10 @@ def zero_inner_channels(model, keep: tuple[int, int, int]) -> int:
 def build_resnet56_run(work: Path, keep: tuple[int, int, int]) -> Path:
     """dense.keras + surgically pruned pruned.keras + export/ (ONNX, TFLite fp32) in `work`."""
     import keras
+    from asp_export.models import create_model
 
     from asp_export import flops, surgery
     from asp_export.export import ExportOptions, export_model
-    from asp_export.models import create_model
 
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)
@@ -122,18 +138,29 @@ def build_resnet56_run(work: Path, keep: tuple[int, int, int]) -> Path:
     pruned = surgery.apply(dense, plan)
     dense_flops, pruned_flops = flops.count(dense).flops, flops.count(pruned).flops
     ratio = dense_flops / pruned_flops
-    print(f"resnet56 inner widths {'-'.join(map(str, keep))}: FLOPs {dense_flops:,} -> {pruned_flops:,} "
-          f"({ratio:.2f}x fewer)")
+    print(
+        f"resnet56 inner widths {'-'.join(map(str, keep))}: FLOPs {dense_flops:,} -> {pruned_flops:,} "
+        f"({ratio:.2f}x fewer)"
+    )
     if ratio < 2.0:
-        print("  warning: less than 2x fewer FLOPs; surgery did not remove every zeroed channel", file=sys.stderr)
+        print(
+            "  warning: less than 2x fewer FLOPs; surgery did not remove every zeroed channel",
+            file=sys.stderr,
+        )
     dense.save(work / "dense.keras")
     pruned.save(work / "pruned.keras")
-    report = {"schema_version": 1, "model": "resnet56", "dense": {"flops": dense_flops},
-              "pruned": {"flops": pruned_flops}, "plan": plan.to_dict() if hasattr(plan, "to_dict") else None}
+    report = {
+        "schema_version": 1,
+        "model": "resnet56",
+        "dense": {"flops": dense_flops},
+        "pruned": {"flops": pruned_flops},
+        "plan": plan.to_dict() if hasattr(plan, "to_dict") else None,
+    }
     (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
     # dynamic batch: asp export's TFLite default (batch 1) cannot be resized to batch 32
-    options = ExportOptions(formats=("onnx", "tflite"), precisions=("fp32",), batch="dynamic",
-                            out=work / "export", force=True)
+    options = ExportOptions(
+        formats=("onnx", "tflite"), precisions=("fp32",), batch="dynamic", out=work / "export", force=True
+    )
     for name in ("dense", "pruned"):
         export_model(work / f"{name}.keras", options)
     return work
@@ -143,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", nargs="?", default="runs/demo", help="run directory with an export")
     parser.add_argument("--resnet56", action="store_true", help="build, prune and export ResNet-56 instead")
-    parser.add_argument("--work", default="runs/bench-resnet56", help="work directory of the ResNet-56 variant")
+    parser.add_argument(
+        "--work", default="runs/bench-resnet56", help="work directory of the ResNet-56 variant"
+    )
     parser.add_argument("--batch", type=lambda s: [int(b) for b in s.split(",")], default=[1, 32])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=10)
@@ -159,10 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     try:
-        import asp_export.surgery  # noqa: F401
         from asp_export.models import list_models
+
+        import asp_export.surgery  # noqa: F401
     except ImportError as err:
-        print(f"ResNet-56 variant needs asp_export.surgery ({err}); benchmark a run dir instead.", file=sys.stderr)
+        print(
+            f"ResNet-56 variant needs asp_export.surgery ({err}); benchmark a run dir instead.",
+            file=sys.stderr,
+        )
         return 2
     if "resnet56" not in list_models():
         print("ResNet-56 variant needs the resnet56 zoo model.", file=sys.stderr)

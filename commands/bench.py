@@ -14,7 +14,9 @@ def _parse_batches(value: str) -> tuple[int, ...]:
     try:
         batches = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise UserInputError(f"--batch takes comma-separated positive integers like 1,8,32, got {value!r}.") from None
+        raise UserInputError(
+            f"--batch takes comma-separated positive integers like 1,8,32, got {value!r}."
+        ) from None
     if not batches or any(b < 1 for b in batches):
         raise UserInputError(f"--batch takes comma-separated positive integers like 1,8,32, got {value!r}.")
     return batches
@@ -22,24 +24,65 @@ def _parse_batches(value: str) -> tuple[int, ...]:
 
 @click.command("bench")
 @click.argument("inputs", nargs=-1, required=True, metavar="RUN_DIR|FILE...")
-@click.option("--runtime", "runtimes", multiple=True, type=click.Choice(_RUNTIMES), default=("all",),
-              show_default=True, help="Runtime(s) to time; repeatable.")
-@click.option("--provider", type=click.Choice(_PROVIDERS), default="auto", show_default=True,
-              help="onnxruntime provider; auto tries TensorRT -> CUDA -> CPU. The one that ran is recorded.")
+@click.option(
+    "--runtime",
+    "runtimes",
+    multiple=True,
+    type=click.Choice(_RUNTIMES),
+    default=("all",),
+    show_default=True,
+    help="Runtime(s) to time; repeatable.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(_PROVIDERS),
+    default="auto",
+    show_default=True,
+    help="onnxruntime provider; auto tries TensorRT -> CUDA -> CPU. The one that ran is recorded.",
+)
 @click.option("--batch", "batch", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--threads", type=int, default=None, help="Intra-op threads for every runtime [default: all cores].")
+@click.option(
+    "--threads", type=int, default=None, help="Intra-op threads for every runtime [default: all cores]."
+)
 @click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
 @click.option("--iterations", type=int, default=50, show_default=True, help="Minimum timed runs per model.")
-@click.option("--min-time", type=float, default=1.0, show_default=True, help="Minimum timed seconds per model.")
-@click.option("--max-time", type=float, default=30.0, show_default=True, help="Wall-clock cap per model, seconds.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output directory [default: RUN_DIR/bench, or bench/ next to the first file].")
-@click.option("--format", "fmt", type=click.Choice(("table", "json", "md", "csv")), default="table",
-              show_default=True, help="What to print; all files are always written.")
+@click.option(
+    "--min-time", type=float, default=1.0, show_default=True, help="Minimum timed seconds per model."
+)
+@click.option(
+    "--max-time", type=float, default=30.0, show_default=True, help="Wall-clock cap per model, seconds."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory [default: RUN_DIR/bench, or bench/ next to the first file].",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("table", "json", "md", "csv")),
+    default="table",
+    show_default=True,
+    help="What to print; all files are always written.",
+)
 @click.option("--profile", is_flag=True, help="Also write an onnxruntime per-op-type profile per .onnx file.")
 @click.option("--force", is_flag=True, help="Overwrite an existing benchmark in --out.")
-def command(inputs, runtimes, provider, batch, threads, warmup, iterations, min_time, max_time, out, fmt,
-            profile, force) -> None:
+def command(
+    inputs,
+    runtimes,
+    provider,
+    batch,
+    threads,
+    warmup,
+    iterations,
+    min_time,
+    max_time,
+    out,
+    fmt,
+    profile,
+    force,
+) -> None:
     """Time dense vs pruned exports of RUN_DIR (or model files) and report the real speedup.
 
     \b
@@ -50,12 +93,22 @@ def command(inputs, runtimes, provider, batch, threads, warmup, iterations, min_
     from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
 
     try:
-        policy = TimingPolicy(warmup=warmup, min_iterations=iterations, min_time_s=min_time, max_time_s=max_time)
+        policy = TimingPolicy(
+            warmup=warmup, min_iterations=iterations, min_time_s=min_time, max_time_s=max_time
+        )
     except ValueError as err:
         raise UserInputError(f"Invalid timing option: {err}.") from None
-    config = BenchConfig(inputs=tuple(inputs), runtimes=tuple(runtimes), provider=provider,
-                         batches=_parse_batches(batch), threads=threads, policy=policy, out=out, force=force,
-                         profile=profile)
+    config = BenchConfig(
+        inputs=tuple(inputs),
+        runtimes=tuple(runtimes),
+        provider=provider,
+        batches=_parse_batches(batch),
+        threads=threads,
+        policy=policy,
+        out=out,
+        force=force,
+        profile=profile,
+    )
     result = run_bench(config)
     written = write_outputs(result.data, result.out_dir)
     from asp_export.bench.report import to_terminal

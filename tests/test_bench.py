@@ -25,13 +25,28 @@ from asp_export.bench.onnx_flops import onnx_flops  # noqa: E402
 from asp_export.cli import cli  # noqa: E402
 
 FAST = TimingPolicy(warmup=1, min_iterations=3, min_time_s=0.0, block=1)
-ROW_KEYS = {"model", "format", "runtime", "provider", "batch", "status", "error", "p50_ms", "p90_ms", "p99_ms",
-            "mean_ms", "std_ms", "min_ms", "throughput", "n_iter"}
+ROW_KEYS = {
+    "model",
+    "format",
+    "runtime",
+    "provider",
+    "batch",
+    "status",
+    "error",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "throughput",
+    "n_iter",
+}
 PAIR_KEYS = {"runtime", "provider", "format", "batch", "speedup_p50", "flops_ratio", "efficiency"}
 
 
-def make_onnx(path: Path, channels: int, size: int = 8, classes: int = 10) -> Path:
-    """Conv3x3(3->channels) + Relu + GlobalAveragePool + Flatten + Gemm, dynamic batch."""
+def make_onnx(path: Path, channels: int, size: int = 8, classes: int = 10, batch: int | str = "N") -> Path:
+    """Conv3x3(3->channels) + Relu + GlobalAveragePool + Flatten + Gemm; dynamic batch unless given."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -49,8 +64,11 @@ def make_onnx(path: Path, channels: int, size: int = 8, classes: int = 10) -> Pa
         helper.make_node("Gemm", ["f", "G", "GB"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, size, size])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", classes])], inits,
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, classes])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -75,7 +93,10 @@ def run_dir(tmp_path: Path) -> Path:
     (root / "export").mkdir(parents=True)
     make_onnx(root / "export" / "dense.onnx", 16)
     make_onnx(root / "export" / "pruned.onnx", 4)
-    files = [{"model": m, "format": "onnx", "precision": "fp32", "path": f"export/{m}.onnx"} for m in ("dense", "pruned")]
+    files = [
+        {"model": m, "format": "onnx", "precision": "fp32", "path": f"export/{m}.onnx"}
+        for m in ("dense", "pruned")
+    ]
     (root / "export" / "manifest.json").write_text(json.dumps({"schema_version": 1, "files": files}))
     (root / "config.json").write_text(json.dumps({"schema_version": 1, "model": "tiny"}))
     report = {"schema_version": 1, "dense": {"flops": 8000}, "pruned": {"flops": 2000}}
@@ -90,8 +111,14 @@ def test_onnx_flops_counts_conv_and_gemm_per_sample(pair_files):
 
 
 def test_bench_json_has_the_contract_fields_and_pairs_dense_with_pruned(pair_files, tmp_path):
-    config = BenchConfig(inputs=tuple(map(str, pair_files)), runtimes=("onnxruntime",), provider="cpu",
-                         batches=(1, 4), threads=1, policy=FAST)
+    config = BenchConfig(
+        inputs=tuple(map(str, pair_files)),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(1, 4),
+        threads=1,
+        policy=FAST,
+    )
     result = run_bench(config)
     data = result.data
     assert data["schema_version"] == 1
@@ -119,8 +146,14 @@ def test_bench_json_has_the_contract_fields_and_pairs_dense_with_pruned(pair_fil
 
 
 def test_cuda_request_on_a_gpu_less_machine_falls_back_to_cpu_and_says_so(pair_files, caplog):
-    config = BenchConfig(inputs=(str(pair_files[0]),), runtimes=("onnxruntime",), provider="cuda",
-                         batches=(1,), threads=1, policy=FAST)
+    config = BenchConfig(
+        inputs=(str(pair_files[0]),),
+        runtimes=("onnxruntime",),
+        provider="cuda",
+        batches=(1,),
+        threads=1,
+        policy=FAST,
+    )
     from asp_export.bench import providers
 
     providers._reported.clear()
@@ -138,18 +171,62 @@ def test_cuda_request_on_a_gpu_less_machine_falls_back_to_cpu_and_says_so(pair_f
 def test_broken_file_gets_load_failed_and_the_others_still_run(pair_files, tmp_path):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"this is not a protobuf")
-    config = BenchConfig(inputs=(str(broken), *map(str, pair_files)), runtimes=("onnxruntime",), provider="cpu",
-                         batches=(1,), threads=1, policy=FAST)
+    config = BenchConfig(
+        inputs=(str(broken), *map(str, pair_files)),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(1,),
+        threads=1,
+        policy=FAST,
+    )
     rows = {r["model"]: r for r in run_bench(config).data["rows"]}
     assert rows["broken"]["status"] == "load_failed"
     assert rows["broken"]["error"] and rows["broken"]["p50_ms"] is None
     assert rows["dense"]["status"] == rows["pruned"]["status"] == "ok"
 
 
+def test_fixed_batch_file_fails_only_at_other_batches_and_says_how_to_fix(tmp_path):
+    fixed = make_onnx(tmp_path / "fixed.onnx", 4, batch=1)
+    config = BenchConfig(
+        inputs=(str(fixed),),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(1, 4),
+        threads=1,
+        policy=FAST,
+    )
+    one, four = run_bench(config).data["rows"]
+    assert one["status"] == "ok"
+    assert four["status"] == "load_failed" and "asp export --batch dynamic" in four["error"]
+
+
+def test_two_files_without_dense_or_pruned_in_their_names_pair_in_the_order_given(tmp_path):
+    big, small = make_onnx(tmp_path / "big.onnx", 16), make_onnx(tmp_path / "small.onnx", 4)
+    config = BenchConfig(
+        inputs=(str(big), str(small)),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(1,),
+        threads=1,
+        policy=FAST,
+    )
+    (pair,) = run_bench(config).data["pairs"]
+    assert (pair["dense_model"], pair["pruned_model"]) == ("big", "small")
+    assert pair["flops_ratio"] == pytest.approx(expected_flops(16) / expected_flops(4))
+
+
 def test_outputs_are_written_and_refused_without_force(pair_files, tmp_path):
     out = tmp_path / "out"
-    config = BenchConfig(inputs=tuple(map(str, pair_files)), runtimes=("onnxruntime",), provider="cpu",
-                         batches=(2,), threads=1, policy=FAST, out=str(out), profile=True)
+    config = BenchConfig(
+        inputs=tuple(map(str, pair_files)),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(2,),
+        threads=1,
+        policy=FAST,
+        out=str(out),
+        profile=True,
+    )
     result = run_bench(config)
     written = write_outputs(result.data, result.out_dir)
     assert json.loads((out / "bench.json").read_text())["pairs"][0]["batch"] == 2
@@ -183,8 +260,9 @@ def test_no_tensorflow_import_on_the_onnx_path(pair_files, tmp_path):
         sys.meta_path.insert(0, NoTensorFlow())
         from asp_export.cli import cli
         try:
-            cli.main(["bench", {str(pair_files[0])!r}, {str(pair_files[1])!r}, "--batch", "1", "--warmup", "1",
-                      "--iterations", "3", "--min-time", "0", "--runtime", "all", "--out", {str(tmp_path / "o")!r}],
+            cli.main(["bench", {str(pair_files[0])!r}, {str(pair_files[1])!r}, "--batch", "1",
+                      "--warmup", "1", "--iterations", "3", "--min-time", "0", "--runtime", "all",
+                      "--out", {str(tmp_path / "o")!r}],
                      standalone_mode=False)
         finally:
             loaded = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
@@ -200,8 +278,25 @@ def test_no_tensorflow_import_on_the_onnx_path(pair_files, tmp_path):
 
 
 def test_cli_on_a_run_dir_exits_0_and_prints_the_speedup(run_dir):
-    result = CliRunner().invoke(cli, ["bench", str(run_dir), "--runtime", "onnxruntime", "--provider", "cpu",
-                                      "--batch", "1", "--warmup", "1", "--iterations", "3", "--min-time", "0"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(run_dir),
+            "--runtime",
+            "onnxruntime",
+            "--provider",
+            "cpu",
+            "--batch",
+            "1",
+            "--warmup",
+            "1",
+            "--iterations",
+            "3",
+            "--min-time",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "FLOPs 4.00x fewer" in result.output  # flops from report.json: 8000 / 2000
     data = json.loads((run_dir / "bench" / "bench.json").read_text())
@@ -226,9 +321,27 @@ def test_cli_refuses_to_overwrite_and_rejects_bad_batches(run_dir):
 
 
 def test_cli_json_format_prints_parseable_json_even_on_fallback(pair_files, tmp_path):
-    result = CliRunner().invoke(cli, ["bench", *map(str, pair_files), "--provider", "cuda", "--batch", "1",
-                                      "--warmup", "1", "--iterations", "3", "--min-time", "0", "--format", "json",
-                                      "--out", str(tmp_path / "j")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            *map(str, pair_files),
+            "--provider",
+            "cuda",
+            "--batch",
+            "1",
+            "--warmup",
+            "1",
+            "--iterations",
+            "3",
+            "--min-time",
+            "0",
+            "--format",
+            "json",
+            "--out",
+            str(tmp_path / "j"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["rows"][0]["fallback"] is True

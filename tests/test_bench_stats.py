@@ -100,14 +100,16 @@ def test_interleaved_models_get_equal_samples_in_abab_blocks():
         return run
 
     policy = TimingPolicy(warmup=1, min_iterations=4, min_time_s=0.05, block=2)
-    result = measure_interleaved({"dense": traced("A", 0.010), "pruned": traced("B", 0.001)}, policy, clock=clock)
+    result = measure_interleaved(
+        {"dense": traced("A", 0.010), "pruned": traced("B", 0.001)}, policy, clock=clock
+    )
     # the fast model needs 50 x 1 ms; the slow one keeps running alongside so drift hits both
     assert len(result["pruned"].samples_ms) == len(result["dense"].samples_ms) == 50
     assert calls[:2] == ["A", "B"]  # warm-up, one each
     assert calls[2:10] == ["A", "A", "B", "B", "A", "A", "B", "B"]
-    assert speedup_interval(result["dense"].block_medians_ms, result["pruned"].block_medians_ms) == pytest.approx(
-        (10.0, 10.0)
-    )
+    assert speedup_interval(
+        result["dense"].block_medians_ms, result["pruned"].block_medians_ms
+    ) == pytest.approx((10.0, 10.0))
 
 
 def test_time_cap_stops_a_slow_model_and_marks_it_capped():

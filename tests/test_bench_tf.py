@@ -39,19 +39,35 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_tflite_runs_at_a_batch_other_than_the_exported_one(files):
-    config = BenchConfig(inputs=(str(files["dense.tflite"]), str(files["pruned.tflite"])), runtimes=("tflite",),
-                         batches=(1, 4), threads=1, policy=FAST)
+    config = BenchConfig(
+        inputs=(str(files["dense.tflite"]), str(files["pruned.tflite"])),
+        runtimes=("tflite",),
+        batches=(1, 4),
+        threads=1,
+        policy=FAST,
+    )
     data = run_bench(config).data
     assert [(r["model"], r["batch"], r["status"]) for r in data["rows"]] == [
-        ("dense", 1, "ok"), ("pruned", 1, "ok"), ("dense", 4, "ok"), ("pruned", 4, "ok")]
+        ("dense", 1, "ok"),
+        ("pruned", 1, "ok"),
+        ("dense", 4, "ok"),
+        ("pruned", 4, "ok"),
+    ]
     assert {r["provider"] for r in data["rows"]} == {"XNNPACK"}
     assert [p["batch"] for p in data["pairs"]] == [1, 4]
-    assert data["pairs"][0]["flops_ratio"] is None  # no report.json and no graph to read: unknown, not guessed
+    assert (
+        data["pairs"][0]["flops_ratio"] is None
+    )  # no report.json and no graph to read: unknown, not guessed
 
 
 def test_tensorflow_times_a_compiled_function_of_the_keras_file(files):
-    config = BenchConfig(inputs=(str(files["dense.keras"]), str(files["pruned.keras"])), runtimes=("tensorflow",),
-                         batches=(2,), threads=1, policy=FAST)
+    config = BenchConfig(
+        inputs=(str(files["dense.keras"]), str(files["pruned.keras"])),
+        runtimes=("tensorflow",),
+        batches=(2,),
+        threads=1,
+        policy=FAST,
+    )
     data = run_bench(config).data
     rows = data["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok"], [r["error"] for r in rows]
@@ -61,7 +77,15 @@ def test_tensorflow_times_a_compiled_function_of_the_keras_file(files):
 
 
 def test_runtime_that_cannot_read_a_format_is_not_asked_to(files):
-    config = BenchConfig(inputs=(str(files["dense.tflite"]), str(files["dense.keras"])), runtimes=("all",),
-                         batches=(1,), threads=1, policy=FAST)
+    config = BenchConfig(
+        inputs=(str(files["dense.tflite"]), str(files["dense.keras"])),
+        runtimes=("all",),
+        batches=(1,),
+        threads=1,
+        policy=FAST,
+    )
     rows = run_bench(config).data["rows"]
-    assert sorted((r["runtime"], r["format"]) for r in rows) == [("tensorflow", "keras"), ("tflite", "tflite")]
+    assert sorted((r["runtime"], r["format"]) for r in rows) == [
+        ("tensorflow", "keras"),
+        ("tflite", "tflite"),
+    ]

@@ -20,7 +20,9 @@ def plot_latency(data: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in data["rows"] if r["status"] == "ok"]
-    panels = list(dict.fromkeys((r["runtime"], r["provider"]) for r in rows)) or [("no successful rows", None)]
+    panels = list(dict.fromkeys((r["runtime"], r["provider"]) for r in rows)) or [
+        ("no successful rows", None)
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 4.5 * len(panels)), 4.2), squeeze=False)
     for ax, (runtime, provider) in zip(axes[0], panels, strict=True):
         panel = [r for r in rows if (r["runtime"], r["provider"]) == (runtime, provider)]
@@ -37,7 +39,7 @@ def plot_latency(data: dict[str, Any], path: str | Path) -> Path:
                     p50.append(r["p50_ms"])
                     up90.append(max(r["p90_ms"] - r["p50_ms"], 0.0))
                     p99.append(r["p99_ms"])
-            bars = ax.bar(xs, p50, width=width * 0.9, label=name)
+            ax.bar(xs, p50, width=width * 0.9, label=name)
             ax.errorbar(xs, p50, yerr=[[0.0] * len(xs), up90], fmt="none", ecolor="black", capsize=3, lw=1)
             ax.scatter(xs, p99, marker="_", s=120, color="black", linewidths=1.5, zorder=3)
         ax.set_xticks(range(len(batches)), [f"batch {b}" for b in batches])

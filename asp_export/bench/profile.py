@@ -55,8 +55,10 @@ def profile_onnx(
 
 def summarize_profile(events: list[dict[str, Any]], *, skip_runs: int = 0, top: int = 10) -> dict[str, Any]:
     """Fold ORT trace events (Chrome trace format) into time per op type, ignoring the first runs."""
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )
     cutoff = runs[skip_runs - 1]["ts"] + runs[skip_runs - 1]["dur"] if 0 < skip_runs <= len(runs) else -1
     counted_runs = max(len(runs) - max(skip_runs, 0), 1)
     total_us: dict[str, float] = defaultdict(float)
@@ -83,9 +85,19 @@ def summarize_profile(events: list[dict[str, Any]], *, skip_runs: int = 0, top: 
     rest = ranked[top:]
     if rest:
         us = sum(v for _, v in rest)
-        ops.append({"op_type": "other", "ms_per_run": us / counted_runs / 1000.0, "share": us / grand,
-                    "nodes": sum(len(nodes[op]) for op, _ in rest)})
-    return {"runs": counted_runs, "total_ms_per_run": sum(total_us.values()) / counted_runs / 1000.0, "ops": ops}
+        ops.append(
+            {
+                "op_type": "other",
+                "ms_per_run": us / counted_runs / 1000.0,
+                "share": us / grand,
+                "nodes": sum(len(nodes[op]) for op, _ in rest),
+            }
+        )
+    return {
+        "runs": counted_runs,
+        "total_ms_per_run": sum(total_us.values()) / counted_runs / 1000.0,
+        "ops": ops,
+    }
 
 
 def format_profile(profile: dict[str, Any], top: int = 4) -> str:

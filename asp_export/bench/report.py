@@ -16,13 +16,50 @@ from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.bench.profile import format_profile
 
 CSV_COLUMNS = (
-    "model", "role", "format", "precision", "runtime", "provider", "provider_requested", "fallback", "batch",
-    "threads", "status", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "cv", "throughput",
-    "n_iter", "n_outliers", "dispersion_high", "capped", "first_inference_ms", "load_ms", "peak_rss_mb", "flops", "error",
+    "model",
+    "role",
+    "format",
+    "precision",
+    "runtime",
+    "provider",
+    "provider_requested",
+    "fallback",
+    "batch",
+    "threads",
+    "status",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "cv",
+    "throughput",
+    "n_iter",
+    "n_outliers",
+    "dispersion_high",
+    "capped",
+    "first_inference_ms",
+    "load_ms",
+    "peak_rss_mb",
+    "flops",
+    "error",
     "path",
 )
-_TABLE_COLUMNS = ("runtime", "provider", "model", "format", "precision", "batch", "status", "p50_ms",
-                  "p90_ms", "p99_ms", "throughput", "n_iter")
+_TABLE_COLUMNS = (
+    "runtime",
+    "provider",
+    "model",
+    "format",
+    "precision",
+    "batch",
+    "status",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "throughput",
+    "n_iter",
+)
 
 
 def write_outputs(data: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -83,8 +120,10 @@ def pair_sentence(pair: dict[str, Any]) -> str:
         flops = f"; FLOPs {ratio:.2f}x fewer, so {pair['efficiency']:.2f} of the FLOPs cut became time"
     timing = f"(p50 {pair['dense_p50_ms']:.3f} ms dense vs {pair['pruned_p50_ms']:.3f} ms pruned)"
     if pair["slower"]:
-        return (f"{where}: PRUNED IS SLOWER than dense: {speedup:.2f}x {timing}{flops}. "
-                "Check channel alignment (round_to) and the per-op profile.")
+        return (
+            f"{where}: PRUNED IS SLOWER than dense: {speedup:.2f}x {timing}{flops}. "
+            "Check channel alignment (round_to) and the per-op profile."
+        )
     sure = {"faster": "", "within noise": " [within noise: not a reliable speedup]"}.get(pair["verdict"], "")
     return f"{where}: pruned {speedup:.2f}x faster {timing}{flops}.{sure}"
 
@@ -96,8 +135,10 @@ def notes(data: dict[str, Any]) -> list[str]:
         (r["runtime"], r["provider_requested"], r["provider"]) for r in data["rows"] if r["fallback"]
     )
     for runtime, requested, actual in fallbacks:
-        lines.append(f"{runtime}: requested provider {requested!r} could not run here; rows ran on {actual} "
-                     "(recorded as fallback).")
+        lines.append(
+            f"{runtime}: requested provider {requested!r} could not run here; rows ran on {actual} "
+            "(recorded as fallback)."
+        )
     for row in data["rows"]:
         tag = " ".join(str(p) for p in (row["runtime"], row["model"], row["format"], row["precision"]) if p)
         tag = f"{tag} batch {row['batch']}"
@@ -105,8 +146,10 @@ def notes(data: dict[str, Any]) -> list[str]:
             lines.append(f"{tag}: {row['status']}: {row['error']}")
             continue
         if row["dispersion_high"]:
-            lines.append(f"{tag}: high dispersion (p90 {row['p90_ms']:.3f} ms vs p50 {row['p50_ms']:.3f} ms, "
-                         f"cv {row['cv']:.2f}); small differences are not reliable.")
+            lines.append(
+                f"{tag}: high dispersion (p90 {row['p90_ms']:.3f} ms vs p50 {row['p50_ms']:.3f} ms, "
+                f"cv {row['cv']:.2f}); small differences are not reliable."
+            )
         if row.get("capped"):
             lines.append(f"{tag}: stopped at the time cap before the minimum count/time was reached.")
     return lines
@@ -114,36 +157,62 @@ def notes(data: dict[str, Any]) -> list[str]:
 
 def to_markdown(data: dict[str, Any]) -> str:
     machine, settings = data["machine"], data["settings"]
-    versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items()
-                         if k in ("python", "onnxruntime-gpu", "onnxruntime", "ai-edge-litert", "tensorflow"))
+    versions = ", ".join(
+        f"{k} {v}"
+        for k, v in data["versions"].items()
+        if k in ("python", "onnxruntime-gpu", "onnxruntime", "ai-edge-litert", "tensorflow")
+    )
     out = [
         "# asp bench",
         "",
         f"Source: `{data['source']}` · {data['created_utc']}",
-        f"Machine: {machine.get('cpu')} · {machine.get('cpu_count')} cores · GPU: {machine.get('gpu') or 'none'}",
+        f"Machine: {machine.get('cpu')} · {machine.get('cpu_count')} cores · "
+        f"GPU: {machine.get('gpu') or 'none'}",
         f"Versions: {versions}",
         f"Settings: threads {settings['threads']} · provider {settings['provider']} · warm-up "
         f"{settings['warmup']} · at least {settings['min_iterations']} runs and {settings['min_time_s']} s "
-        f"per model (cap {settings['max_time_s']} s) · dense/pruned interleaved in blocks of {settings['block']}",
+        f"per model (cap {settings['max_time_s']} s) · dense/pruned interleaved in blocks of "
+        f"{settings['block']}",
         "",
         "## Dense vs pruned",
         "",
     ]
     if data["pairs"]:
-        out += ["| runtime | provider | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | "
-                "FLOPs ratio | efficiency | verdict |",
-                "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+        out += [
+            "| runtime | provider | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | "
+            "FLOPs ratio | efficiency | verdict |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
         for p in data["pairs"]:
             verdict_text = "**SLOWER**" if p["slower"] else (p["verdict"] or p["status"])
-            out.append(f"| {p['runtime']} | {_fmt(p['provider'])} | {p['format']} | {_fmt(p['precision'])} | "
-                       f"{p['batch']} | {_fmt(p['dense_p50_ms'])} | {_fmt(p['pruned_p50_ms'])} | "
-                       f"{_fmt(p['speedup_p50'])} | {_fmt(p['flops_ratio'])} | {_fmt(p['efficiency'])} | "
-                       f"{verdict_text} |")
+            out.append(
+                f"| {p['runtime']} | {_fmt(p['provider'])} | {p['format']} | {_fmt(p['precision'])} | "
+                f"{p['batch']} | {_fmt(p['dense_p50_ms'])} | {_fmt(p['pruned_p50_ms'])} | "
+                f"{_fmt(p['speedup_p50'])} | {_fmt(p['flops_ratio'])} | {_fmt(p['efficiency'])} | "
+                f"{verdict_text} |"
+            )
         out += [""] + [f"- {pair_sentence(p)}" for p in data["pairs"]]
     else:
         out.append("No dense/pruned pairs in this benchmark.")
-    cols = ("runtime", "provider", "model", "format", "precision", "batch", "status", "p50_ms", "p90_ms",
-            "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput", "n_iter", "first_inference_ms", "load_ms")
+    cols = (
+        "runtime",
+        "provider",
+        "model",
+        "format",
+        "precision",
+        "batch",
+        "status",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "mean_ms",
+        "std_ms",
+        "min_ms",
+        "throughput",
+        "n_iter",
+        "first_inference_ms",
+        "load_ms",
+    )
     out += ["", "## Rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in data["rows"]:
         out.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
@@ -151,15 +220,21 @@ def to_markdown(data: dict[str, Any]) -> str:
         out += ["", "## Where the time goes (onnxruntime profile)", ""]
         for prof in data["profiles"]:
             if prof.get("ops"):
-                out.append(f"- {_what(prof)} batch {prof['batch']} on "
-                           f"{prof['provider']}: {format_profile(prof)} (`{prof['file']}`)")
+                out.append(
+                    f"- {_what(prof)} batch {prof['batch']} on "
+                    f"{prof['provider']}: {format_profile(prof)} (`{prof['file']}`)"
+                )
             else:
                 out.append(f"- {prof['model']}: profile failed: {prof.get('error')}")
     extra = notes(data)
     if extra:
         out += ["", "## Notes", ""] + [f"- {line}" for line in extra]
-    out += ["", "Latency: one call at the given batch; throughput = batch x 1000 / p50_ms (samples/s); "
-            "peak RSS is the benchmark process's maximum so far. See docs/bench.md.", ""]
+    out += [
+        "",
+        "Latency: one call at the given batch; throughput = batch x 1000 / p50_ms (samples/s); "
+        "peak RSS is the benchmark process's maximum so far. See docs/bench.md.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -186,8 +261,11 @@ def to_terminal(data: dict[str, Any], fmt: str = "table") -> str:
     lines = [table]
     lines += [pair_sentence(p) for p in data["pairs"]]
     lines += [f"note: {line}" for line in notes(data)]
-    lines += [f"profile {_what(p)} batch {p['batch']}: {format_profile(p)}"
-              for p in data.get("profiles", []) if p.get("ops")]
+    lines += [
+        f"profile {_what(p)} batch {p['batch']}: {format_profile(p)}"
+        for p in data.get("profiles", [])
+        if p.get("ops")
+    ]
     return "\n".join(lines)
 
 
@@ -209,7 +287,9 @@ def _rich_table(data: dict[str, Any]) -> str | None:
         return None
     table = Table(title="asp bench", show_lines=False)
     for col in _TABLE_COLUMNS:
-        table.add_column(col, justify="right" if col.endswith(("_ms", "throughput", "n_iter", "batch")) else "left")
+        table.add_column(
+            col, justify="right" if col.endswith(("_ms", "throughput", "n_iter", "batch")) else "left"
+        )
     for row in data["rows"]:
         table.add_row(*[_fmt(row.get(c), c) for c in _TABLE_COLUMNS])
     console = Console(file=io.StringIO(), width=160, color_system=None, record=True)

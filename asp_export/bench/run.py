@@ -155,7 +155,9 @@ def _run_dir_targets(run: RunDir, runtimes: list[str]) -> list[Target]:
             try:
                 role, fmt, rel = entry["model"], entry["format"], entry["path"]
             except KeyError as err:
-                raise RunDirError(f"{run.manifest_json}: a file entry lacks {err}; re-run `asp export`.") from None
+                raise RunDirError(
+                    f"{run.manifest_json}: a file entry lacks {err}; re-run `asp export`."
+                ) from None
             path = run.resolve(rel)
             targets.append(
                 Target(
@@ -164,14 +166,17 @@ def _run_dir_targets(run: RunDir, runtimes: list[str]) -> list[Target]:
                     format=fmt,
                     precision=entry.get("precision"),
                     path=path,
-                    flops=flops.get(role) or _entry_flops(entry) or (_onnx_flops(path) if fmt == "onnx" else None),
+                    flops=flops.get(role)
+                    or _entry_flops(entry)
+                    or (_onnx_flops(path) if fmt == "onnx" else None),
                 )
             )
     elif needs_export:
         if not run.root.is_dir():
             raise RunDirError(f"{run.root} does not exist; give a run directory or model files.")
         raise RunDirError(
-            f"{run.root} has no export yet ({run.manifest_json} not found); run `asp export {run.root}` first."
+            f"{run.root} has no export yet ({run.manifest_json} not found); "
+            f"run `asp export {run.root}` first."
         )
     if "tensorflow" in runtimes:
         for role in ROLES:
@@ -226,7 +231,9 @@ def _file_targets(paths: Sequence[Path]) -> list[Target]:
     for items in by_kind.values():
         if len(items) == 2 and all(item[3] is None for item in items):
             items[0][3], items[1][3] = "dense", "pruned"
-            log.info("pairing %s (as dense) with %s (as pruned), in the order given", items[0][0], items[1][0])
+            log.info(
+                "pairing %s (as dense) with %s (as pruned), in the order given", items[0][0], items[1][0]
+            )
     targets = []
     for path, fmt, precision, role in raw:
         flops = _onnx_flops(path) if fmt == "onnx" else None
@@ -275,7 +282,9 @@ def run_bench(config: BenchConfig) -> BenchResult:
             for batch in config.batches:
                 if not runtime.available():
                     error = f"{runtime.module} is not installed here; {runtime.install_hint}"
-                    rows.extend(_row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group)
+                    rows.extend(
+                        _row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group
+                    )
                     continue
                 group_rows, pair = _bench_group(group, runtime_name, batch, threads, config)
                 rows.extend(group_rows)
@@ -328,10 +337,18 @@ def _bench_group(
         try:
             model = runtime.load(target.path, batch=batch, threads=threads, provider=config.provider)
         except Exception as err:  # noqa: BLE001 - one broken file must not stop the others
-            log.warning("%s: %s could not be loaded at batch %d: %s", runtime_name, target.path, batch,
-                        _one_line(err))
-            rows[i] = _row(target, runtime_name, batch, threads, "load_failed", error=_one_line(err),
-                           provider_requested=_requested(runtime_name, config))
+            log.warning(
+                "%s: %s could not be loaded at batch %d: %s", runtime_name, target.path, batch, _one_line(err)
+            )
+            rows[i] = _row(
+                target,
+                runtime_name,
+                batch,
+                threads,
+                "load_failed",
+                error=_one_line(err),
+                provider_requested=_requested(runtime_name, config),
+            )
             continue
         loaded[i] = (model, (time.perf_counter() - start) * 1000.0)
 
@@ -358,20 +375,53 @@ def _measured_row(
     if not m.ok:
         err = m.error if m.error is not None else RuntimeError("no timed runs")
         log.warning("%s: %s failed at batch %d: %s", runtime_name, target.path, batch, _one_line(err))
-        row = _row(target, runtime_name, batch, model.threads, "run_failed", error=_one_line(err),
-                   provider=model.provider, provider_requested=model.provider_requested, fallback=model.fallback)
+        row = _row(
+            target,
+            runtime_name,
+            batch,
+            model.threads,
+            "run_failed",
+            error=_one_line(err),
+            provider=model.provider,
+            provider_requested=model.provider_requested,
+            fallback=model.fallback,
+        )
         row["load_ms"] = load_ms
         return row
-    row = _row(target, runtime_name, batch, model.threads, "ok", provider=model.provider,
-               provider_requested=model.provider_requested, fallback=model.fallback)
+    row = _row(
+        target,
+        runtime_name,
+        batch,
+        model.threads,
+        "ok",
+        provider=model.provider,
+        provider_requested=model.provider_requested,
+        fallback=model.fallback,
+    )
     row.update(summarize(m.samples_ms, batch))
-    row.update(first_inference_ms=m.first_inference_ms, load_ms=load_ms, capped=m.capped,
-               peak_rss_mb=peak_rss_mb())
+    row.update(
+        first_inference_ms=m.first_inference_ms, load_ms=load_ms, capped=m.capped, peak_rss_mb=peak_rss_mb()
+    )
     return row
 
 
-_STAT_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "cv", "throughput", "n_iter",
-                "n_outliers", "dispersion_high", "capped", "first_inference_ms", "load_ms", "peak_rss_mb")
+_STAT_FIELDS = (
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "cv",
+    "throughput",
+    "n_iter",
+    "n_outliers",
+    "dispersion_high",
+    "capped",
+    "first_inference_ms",
+    "load_ms",
+    "peak_rss_mb",
+)
 
 
 def _row(
@@ -487,8 +537,12 @@ def _profiles(targets: list[Target], config: BenchConfig, threads: int) -> list[
     for target in targets:
         if target.format != "onnx":
             continue
-        entry: dict[str, Any] = {"model": target.model, "format": target.format, "precision": target.precision,
-                                 "file": profile_file_name(target)}
+        entry: dict[str, Any] = {
+            "model": target.model,
+            "format": target.format,
+            "precision": target.precision,
+            "file": profile_file_name(target),
+        }
         try:
             entry.update(profile_onnx(target.path, batch=batch, threads=threads, provider=config.provider))
         except Exception as err:  # noqa: BLE001
@@ -519,8 +573,13 @@ def gpu_name() -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     names = [line.strip() for line in out.splitlines() if line.strip()]
@@ -535,6 +594,16 @@ def _one_line(err: BaseException) -> str:
 
 def _log_row(row: dict[str, Any]) -> None:
     if row["status"] == "ok":
-        log.info("%-11s %-22s %-6s %-5s %-8s b=%-3d p50 %8.3f ms  p90 %8.3f ms  n=%d%s", row["runtime"],
-                 row["provider"], row["model"][:6], row["format"], row["precision"] or "-", row["batch"],
-                 row["p50_ms"], row["p90_ms"], row["n_iter"], "  (noisy)" if row["dispersion_high"] else "")
+        log.info(
+            "%-11s %-22s %-6s %-5s %-8s b=%-3d p50 %8.3f ms  p90 %8.3f ms  n=%d%s",
+            row["runtime"],
+            row["provider"],
+            row["model"][:6],
+            row["format"],
+            row["precision"] or "-",
+            row["batch"],
+            row["p50_ms"],
+            row["p90_ms"],
+            row["n_iter"],
+            "  (noisy)" if row["dispersion_high"] else "",
+        )

@@ -78,8 +78,10 @@ def _batched_shape(name: str, dims: list[Any], batch: int) -> list[int]:
 
 
 def _fixed_batch_hint(fixed: int, batch: int) -> str:
-    return (f"the file was exported with a fixed batch of {fixed} and cannot run at batch {batch}; "
-            "re-export with `asp export --batch dynamic` (or bench with --batch " + str(fixed) + ")")
+    return (
+        f"the file was exported with a fixed batch of {fixed} and cannot run at batch {batch}; "
+        "re-export with `asp export --batch dynamic` (or bench with --batch " + str(fixed) + ")"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -261,7 +263,11 @@ def load_tensorflow(path: str | Path, *, batch: int, threads: int | None, provid
 
 RUNTIMES: dict[str, Runtime] = {
     "onnxruntime": Runtime(
-        "onnxruntime", ("onnx",), "onnxruntime", "pip install onnxruntime (or onnxruntime-gpu)", load_onnxruntime
+        "onnxruntime",
+        ("onnx",),
+        "onnxruntime",
+        "pip install onnxruntime (or onnxruntime-gpu)",
+        load_onnxruntime,
     ),
     "tflite": Runtime("tflite", ("tflite",), "ai_edge_litert", "pip install ai-edge-litert", load_tflite),
     "tensorflow": Runtime(

@@ -85,8 +85,9 @@ def summarize(samples_ms: Sequence[float], batch: int) -> dict[str, float | int 
     """Latency statistics of one model at one batch size.
 
     Percentiles and min use every sample. Mean, std and cv use the samples inside Tukey's far fences
-    (`Q1 - 3 IQR .. Q3 + 3 IQR`, at least 10% of the median wide): one 15 ms preemption among 2000 calls of 0.02 ms would otherwise make
-    the mean and the coefficient of variation describe the scheduler, not the model. The dropped
+    (`Q1 - 3 IQR .. Q3 + 3 IQR`, at least 10% of the median wide): one 15 ms preemption among 2000
+    calls of 0.02 ms would otherwise make the mean and the coefficient of variation describe the
+    scheduler, not the model. The dropped
     samples are counted in `n_outliers`; p99 still shows them.
 
     Args:
@@ -143,7 +144,9 @@ def is_dispersion_high(p50: float, p90: float, cv: float) -> bool:
     return spread > DISPERSION_SPREAD or cv > DISPERSION_CV
 
 
-def speedup_interval(dense_blocks: Sequence[float], pruned_blocks: Sequence[float]) -> tuple[float, float] | None:
+def speedup_interval(
+    dense_blocks: Sequence[float], pruned_blocks: Sequence[float]
+) -> tuple[float, float] | None:
     """10th and 90th percentile of per-round speedups (dense block median / pruned block median).
 
     Each ABAB round measures both models within a short window, so its ratio is free of slow drift;
@@ -185,8 +188,8 @@ def measure_interleaved(
         name -> Measurement, in the order of `fns`.
 
     Example:
-        >>> m = measure_interleaved({"a": lambda: None}, TimingPolicy(warmup=1, min_iterations=3, min_time_s=0))
-        >>> len(m["a"].samples_ms) >= 3
+        >>> policy = TimingPolicy(warmup=1, min_iterations=3, min_time_s=0)
+        >>> len(measure_interleaved({"a": lambda: None}, policy)["a"].samples_ms) >= 3
         True
     """
     results = {name: Measurement() for name in fns}
