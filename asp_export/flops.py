@@ -189,6 +189,25 @@ _ZERO_COST_LAYERS = (
 # fmt: on
 
 
+# keras.ops calls recorded in a functional graph (e.g. `x + y` on Keras tensors) are Operations,
+# not layers; these are elementwise or shape ops, so they cost 0 MACs like their layer versions.
+# Also two elementwise helper layers of keras.applications (ConvNeXt) that are not public classes.
+# fmt: off
+_ZERO_COST_OPS = frozenset({
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative", "Abs", "Square", "Sqrt",
+    "Maximum", "Minimum", "Mean", "Sum", "Max", "Min", "Reshape", "Transpose", "ExpandDims",
+    "Squeeze", "Concatenate", "Stack", "GetItem", "Relu", "Relu6", "Sigmoid", "Softmax", "Gelu",
+    "Silu", "Tanh", "Exp", "Log", "Cast", "Pad", "Clip", "Where", "BroadcastTo", "Tile",
+    "LayerScale", "StochasticDepth",
+})
+# fmt: on
+
+
+def _matmul_macs(op, ins, outs) -> int:
+    # Each output element is a dot product over the first operand's last axis.
+    return math.prod(outs[0]) * ins[0][-1]
+
+
 def _rules() -> list[tuple[tuple[type, ...], Callable]]:
     """(layer classes, MAC rule), most specific first; classes missing from this Keras are skipped."""
     from keras import layers
@@ -275,6 +294,11 @@ class _Counter:
         for classes, rule in self.rules:
             if classes and isinstance(op, classes):
                 return rule
+        kind = type(op).__name__
+        if kind == "Matmul" and type(op).__module__.startswith("keras."):
+            return _matmul_macs
+        if kind in _ZERO_COST_OPS:
+            return _zero
         return None
 
     def walk(self, model, prefix: str = "") -> None:

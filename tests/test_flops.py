@@ -270,3 +270,25 @@ def test_bn_statistics_are_params_but_not_trainable():
 )
 def test_format_count(n, text):
     assert format_count(n) == text
+
+
+def test_keras_ops_in_a_functional_graph_are_counted_without_warnings(caplog):
+    inputs = keras.Input(shape=(4, 4, 3), name="input")
+    x = layers.Conv2D(3, 1, use_bias=False, name="conv")(inputs)
+    y = keras.ops.relu(x + inputs) * 2.0
+    flat = keras.ops.reshape(y, (-1, 48))
+    z = keras.ops.matmul(flat, keras.ops.ones((48, 5)))
+    with caplog.at_level(logging.WARNING, logger="asp_export.flops"):
+        report = count(keras.Model(inputs, z))
+    assert report.uncounted == ()
+    assert not caplog.records
+    assert report.macs == 4 * 4 * 3 * 3 + 48 * 5  # the 1x1 conv and the matmul
+
+
+def test_keras_applications_mobilenetv2_matches_the_papers_300m_multiply_adds():
+    model = keras.applications.MobileNetV2(weights=None)  # 224x224x3, 1000 classes, width 1.0
+    report = count(model)
+    # Sandler et al. 2018, Table 4: 300M multiply-adds, 3.4M parameters.
+    assert abs(report.macs - 300e6) / 300e6 < 0.01
+    assert report.params == model.count_params() == 3_538_984
+    assert report.uncounted == ()
