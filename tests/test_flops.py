@@ -292,3 +292,12 @@ def test_keras_applications_mobilenetv2_matches_the_papers_300m_multiply_adds():
     assert abs(report.macs - 300e6) / 300e6 < 0.01
     assert report.params == model.count_params() == 3_538_984
     assert report.uncounted == ()
+
+
+def test_a_model_loaded_from_a_keras_file_counts_the_same(tmp_path):
+    from asp_export.models import create_model
+
+    model = create_model("tiny_mobilenet")
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    assert count(loaded).to_dict() == count(model).to_dict()
