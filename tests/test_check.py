@@ -137,6 +137,15 @@ def test_latency_default_allows_ten_percent_lower_speedup(tmp_path, baseline):
     assert "-10.3% < -10% allowed" in row(beyond, PAIR_B32).message
 
 
+def test_latency_failure_shows_the_runs_own_spread(tmp_path, baseline):
+    def slow_with_spread(data):
+        (pair,) = [p for p in data["pairs"] if p["batch"] == 32]
+        pair.update(speedup_p50=2.0, speedup_p10_blocks=1.5, speedup_p90_blocks=2.5)
+
+    report = run_check(make_run(tmp_path / "r", bench=slow_with_spread), baseline)
+    assert row(report, PAIR_B32).message == "-50.0% < -10% allowed (block spread in this run 1.50x-2.50x)"
+
+
 def test_parity_must_stay_true_and_names_the_failing_file(tmp_path, baseline):
     run = make_run(tmp_path / "bad", manifest=set_file("pruned", "parity.passed", False))
     report = run_check(run, baseline, {"size": "100%", "accuracy": "100"})  # no budget loosens parity

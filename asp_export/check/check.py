@@ -19,7 +19,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +272,17 @@ def _speedups(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _spreads(data: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    # Not part of the contract's minimum: shown next to a latency failure so a reader can tell
+    # a regression from a noisy run, never used to decide.
+    out = {}
+    for pair in data.get("pairs", []):
+        lo, hi = pair.get("speedup_p10_blocks"), pair.get("speedup_p90_blocks")
+        if _is_number(lo) and _is_number(hi):
+            out[f"speedup_p50[{_pair_id(pair)}]"] = (lo, hi)
+    return out
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("structure", "kept filters/neurons per layer", "report", _field("structure", "structure", "text"),
            "info", None, "text"),
@@ -322,6 +333,8 @@ class Figures:
     found: dict[str, bool] = field(default_factory=dict)  # source key -> file exists
     metric_of: dict[str, Metric] = field(default_factory=dict)
     parity_failures: list[str] = field(default_factory=list)
+    # speedup name -> (p10, p90) of the per-block speedups asp bench measured, when it recorded them
+    speedup_spread: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[str]:
@@ -358,6 +371,8 @@ def collect(run_dir: str | Path) -> Figures:
                     figures.metric_of[name] = metric
             if source.key == "manifest":
                 figures.parity_failures = parity_failures(data)
+            if source.key == "bench":
+                figures.speedup_spread = _spreads(data)
         except _FieldError as err:
             raise RunDirError(f"{path}: {err}; re-run `{source.written_by}` to rewrite it.") from None
     if not any(figures.found.values()):
@@ -566,15 +581,20 @@ def compare(figures: Figures, baseline: Baseline, overrides: Mapping[str, Any] |
                             f"or --write-baseline)"))
         else:
             rows.append(compare_one(name, metric, baseline.metrics[name], figures.values[name], budget))
-    rows = [_with_parity_detail(r, figures) for r in rows]
+    rows = [_with_detail(r, figures) for r in rows]
     return CheckReport(figures.run_dir, baseline.path, rows, dict(figures.found), budgets)
 
 
-def _with_parity_detail(row: Row, figures: Figures) -> Row:
-    if row.name != "parity.passed" or row.status != FAIL or not figures.parity_failures:
+def _with_detail(row: Row, figures: Figures) -> Row:
+    """Add what the run itself says about a failure: which files broke parity, how noisy a speedup was."""
+    if row.status != FAIL:
         return row
-    msg = f"parity failed for {', '.join(figures.parity_failures)}"
-    return Row(row.name, row.metric, row.status, row.baseline, row.current, None, None, None, msg)
+    if row.name == "parity.passed" and figures.parity_failures:
+        return replace(row, message=f"parity failed for {', '.join(figures.parity_failures)}")
+    if row.name in figures.speedup_spread and row.current is not None:
+        lo, hi = figures.speedup_spread[row.name]
+        return replace(row, message=f"{row.message} (block spread in this run {lo:.2f}x-{hi:.2f}x)")
+    return row
 
 
 def _ordered(names: set[str]) -> list[str]:
