@@ -1,0 +1,874 @@
+"""Channel-dependency groups of a Keras 3 model, read from its config.
+
+Why: removing output channel c of a convolution is only correct if every tensor that
+channel reaches drops its channel c too -- the BatchNormalization after it, the other
+branch of a residual Add, the Concatenate that holds it at some offset, the Dense rows
+that read it after a Flatten. Torch-Pruning finds these couplings by tracing PyTorch
+autograd; a Keras functional model already stores its graph in
+``model.get_config()["layers"][i]["inbound_nodes"]``, so we read it from there.
+
+How (the whole idea in one paragraph): every channel of every tensor gets an integer id
+(an *element*). Each layer call adds edges between elements that must live or die
+together, as its handler in `asp_export.layers` says (a BN joins input channel c to
+output channel c, an Add joins channel c of all its inputs and its output, a Concatenate
+joins input k's channel c to output channel offset_k + c, a Flatten joins channel c to
+every flat position p*C + c, a depthwise conv joins input c to outputs c*m..c*m+m-1).
+The connected components of that graph are the removable units (*channels*); tensors
+that share channels form a *group* (`Group`). Channels touching something we cannot cut
+exactly (model inputs and outputs, unknown layers, LayerNormalization, grouped
+convolutions, excluded layers) are *frozen*.
+
+Nested models are flattened: their layers become layers of one flat functional model
+(`FlatModel`), which is also what `asp_export.surgery.apply` rebuilds. A shared layer
+(called at several nodes) has one set of weights, so its calls' channels are coupled.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from asp_export.errors import UnsupportedLayerError, UserInputError
+from asp_export.layers import Handler, activation_fn, get_handler
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ChannelGraph", "FlatModel", "Group", "build_graph", "flatten_model"]
+
+TRef = tuple  # (flat layer name, call index, output index)
+_MODEL_CLASSES = ("Functional", "Sequential", "Model")
+
+
+# ============================================================================ flattening
+@dataclass
+class _Ref:
+    """A tensor reference inside a call's args, resolved to the flat graph."""
+
+    ref: TRef
+    shape: tuple | None = None
+    dtype: str = "float32"
+
+
+@dataclass
+class Call:
+    """One call (node) of a layer: its arguments with tensor references, in and out."""
+
+    layer: str
+    index: int
+    args: Any
+    kwargs: Any
+    inputs: list  # list[TRef], args first
+    kw_inputs: list  # list[TRef] found in kwargs
+
+
+@dataclass
+class LayerRec:
+    """A layer of the flat model: its serialized entry, live object and calls."""
+
+    name: str
+    class_name: str
+    entry: dict
+    obj: Any
+    calls: list = field(default_factory=list)
+    _weights: list | None = None
+
+    @property
+    def config(self) -> dict:
+        return self.entry["config"]
+
+    def weights(self) -> list:
+        if self._weights is None:
+            self._weights = [np.asarray(w) for w in self.obj.get_weights()] if self.obj is not None else []
+        return self._weights
+
+
+@dataclass
+class FlatModel:
+    """A model as one flat functional graph: nested models inlined, Sequential chained."""
+
+    name: str
+    layers: dict  # name -> LayerRec, in creation order
+    inputs: Any  # structure of TRef leaves (as in config["input_layers"])
+    outputs: Any  # structure of TRef leaves (as in config["output_layers"])
+    recorded_shapes: dict  # TRef -> shape seen in the config
+    nested: list  # names of nested models that were inlined
+
+    def to_config(self, shapes: dict, layer_configs: dict | None = None) -> dict:
+        """A functional-model config of this graph (shapes: TRef -> shape to write)."""
+        layer_configs = layer_configs or {}
+        layers = []
+        for rec in self.layers.values():
+            entry = {k: v for k, v in rec.entry.items() if k not in ("build_config", "inbound_nodes")}
+            entry["name"] = rec.name
+            cfg = copy.deepcopy(layer_configs.get(rec.name, rec.config))
+            cfg["name"] = rec.name
+            entry["config"] = cfg
+            entry["inbound_nodes"] = [
+                {"args": _serialize(c.args, shapes), "kwargs": _serialize(c.kwargs, shapes)} for c in rec.calls
+            ] if rec.class_name != "InputLayer" else []
+            layers.append(entry)
+        return {
+            "name": self.name,
+            "trainable": True,
+            "layers": layers,
+            "input_layers": _map_leaves(self.inputs, list),
+            "output_layers": _map_leaves(self.outputs, list),
+        }
+
+
+def _is_ref_list(x) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) == 3 and isinstance(x[0], str) and isinstance(x[1], int)
+
+
+def _map_leaves(struct, fn):
+    if _is_ref_list(struct):
+        return fn(struct)
+    if isinstance(struct, dict):
+        return {k: _map_leaves(v, fn) for k, v in struct.items()}
+    return [_map_leaves(v, fn) for v in struct]
+
+
+def _leaves(struct) -> list:
+    out: list = []
+    _map_leaves(struct, lambda r: out.append(tuple(r)) or r)
+    return out
+
+
+def _serialize(obj, shapes: dict):
+    if isinstance(obj, _Ref):
+        shape = shapes.get(obj.ref, obj.shape)
+        return {
+            "class_name": "__keras_tensor__",
+            "config": {
+                "shape": list(shape) if shape is not None else None,
+                "dtype": obj.dtype,
+                "keras_history": list(obj.ref),
+            },
+        }
+    if isinstance(obj, dict):
+        return {k: _serialize(v, shapes) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_serialize(v, shapes) for v in obj]
+    return obj
+
+
+def _is_tensor_cfg(x) -> bool:
+    return isinstance(x, dict) and x.get("class_name") == "__keras_tensor__"
+
+
+def _sequential_as_functional(cfg: dict, model) -> dict:
+    """Give a Sequential config the inbound_nodes of the equivalent functional chain."""
+    layers = [copy.copy(e) for e in cfg["layers"]]
+    for e in layers:
+        e.setdefault("name", e["config"]["name"])
+    if not layers or layers[0]["class_name"] != "InputLayer":
+        shape = None
+        try:
+            shape = tuple(model.inputs[0].shape)
+        except (AttributeError, IndexError, TypeError, ValueError):
+            build = cfg.get("build_input_shape")
+            shape = tuple(build) if build else None
+        if shape is None:
+            raise UserInputError(
+                f"Sequential model {model.name!r} has no input shape; build it first "
+                "(add keras.Input(shape=...) or call model.build(input_shape))."
+            )
+        name = f"{cfg.get('name', 'sequential')}_input"
+        layers.insert(
+            0,
+            {
+                "module": "keras.layers",
+                "class_name": "InputLayer",
+                "config": {"batch_shape": list(shape), "dtype": "float32", "name": name, "sparse": False},
+                "registered_name": None,
+                "name": name,
+            },
+        )
+    prev = None
+    for e in layers:
+        if e["class_name"] == "InputLayer":
+            e["inbound_nodes"] = []
+        else:
+            e["inbound_nodes"] = [
+                {
+                    "args": [{"class_name": "__keras_tensor__", "config": {"shape": None, "dtype": "float32",
+                                                                         "keras_history": [prev, 0, 0]}}],
+                    "kwargs": {},
+                }
+            ]
+        prev = e["name"]
+    return {
+        "name": cfg.get("name", model.name),
+        "layers": layers,
+        "input_layers": [[layers[0]["name"], 0, 0]],
+        "output_layers": [[prev, 0, 0]],
+    }
+
+
+class _Flattener:
+    def __init__(self, model) -> None:
+        self.layers: dict[str, LayerRec] = {}
+        self.by_obj: dict[int, str] = {}
+        self.recorded: dict[TRef, tuple] = {}
+        self.nested: list[str] = []
+        self.model = model
+
+    def unique(self, name: str, prefix: str) -> str:
+        if name not in self.layers:
+            return name
+        base = f"{prefix}_{name}" if prefix else name
+        cand, i = base, 1
+        while cand in self.layers:
+            cand, i = f"{base}_{i}", i + 1
+        return cand
+
+    def expand(self, cfg: dict, container, outer_inputs: list | None, prefix: str):
+        """Inline one (call of a) functional config; returns its outputs as flat refs."""
+        layer_entries = cfg["layers"]
+        input_names = [r[0] for r in _leaves(cfg["input_layers"])]
+        name_map: dict[str, str] = {}
+        base: dict[str, int] = {}
+        nested_cfg: dict[str, tuple] = {}
+        nested_out: dict[tuple, list] = {}
+        input_map: dict[str, TRef] = {}
+
+        for entry in layer_entries:
+            lname = entry.get("name", entry["config"].get("name"))
+            cls = entry["class_name"]
+            if cls == "InputLayer":
+                if outer_inputs is not None:
+                    if lname not in input_names:
+                        raise UnsupportedLayerError(f"Nested model {prefix!r} has an unused input {lname!r}.")
+                    input_map[lname] = outer_inputs[input_names.index(lname)]
+                    continue
+                flat = self.unique(lname, prefix)
+                self.layers[flat] = LayerRec(flat, cls, entry, None)
+                name_map[lname], base[lname] = flat, 0
+                continue
+            obj = _get_layer(container, lname)
+            if cls in _MODEL_CLASSES and "layers" in entry["config"]:
+                sub_cfg = entry["config"]
+                if cls == "Sequential":
+                    sub_cfg = _sequential_as_functional(sub_cfg, obj)
+                nested_cfg[lname] = (sub_cfg, obj, entry.get("inbound_nodes", []))
+                self.nested.append(lname)
+                continue
+            key = id(obj) if obj is not None else id(entry)
+            if key in self.by_obj:
+                flat = self.by_obj[key]
+            else:
+                flat = self.unique(lname, prefix)
+                self.layers[flat] = LayerRec(flat, cls, entry, obj)
+                self.by_obj[key] = flat
+            name_map[lname], base[lname] = flat, len(self.layers[flat].calls)
+
+        def resolve(hist) -> TRef:
+            lname, k, t = hist
+            if lname in input_map:
+                return input_map[lname]
+            if lname in nested_cfg:
+                if (lname, k) not in nested_out:
+                    sub_cfg, obj, nodes = nested_cfg[lname]
+                    _, ins, _ = self.convert_node(nodes[k], resolve)
+                    nested_out[(lname, k)] = self.expand(sub_cfg, obj, ins, lname)
+                return nested_out[(lname, k)][t]
+            if lname not in name_map:
+                raise UnsupportedLayerError(f"Model config refers to an unknown layer {lname!r}.")
+            return (name_map[lname], base[lname] + k, t)
+
+        for entry in layer_entries:
+            lname = entry.get("name", entry["config"].get("name"))
+            if lname not in name_map or entry["class_name"] == "InputLayer":
+                continue
+            rec = self.layers[name_map[lname]]
+            for node in entry.get("inbound_nodes", []):
+                args, ins, kw = self.convert_node(node, resolve)
+                rec.calls.append(Call(rec.name, len(rec.calls), args[0], args[1], ins, kw))
+        if outer_inputs is None:
+            self.top_resolve = resolve
+        for lname in nested_cfg:  # nested models whose outputs nobody consumed still run
+            for k in range(len(nested_cfg[lname][2])):
+                resolve((lname, k, 0))
+        return [resolve(r) for r in _leaves(cfg["output_layers"])]
+
+    def convert_node(self, node, resolve):
+        if isinstance(node, list):  # legacy format: [[name, k, t, kwargs], ...]
+            node = {"args": [[{"class_name": "__keras_tensor__", "config": {"keras_history": n[:3]}} for n in node]],
+                    "kwargs": node[0][3] if node and len(node[0]) > 3 else {}}
+        found: list[TRef] = []
+
+        def conv(x):
+            if _is_tensor_cfg(x):
+                c = x["config"]
+                ref = resolve(c["keras_history"])
+                shape = tuple(c["shape"]) if c.get("shape") is not None else None
+                if shape is not None:
+                    self.recorded.setdefault(ref, shape)
+                found.append(ref)
+                return _Ref(ref, shape, c.get("dtype") or "float32")
+            if isinstance(x, dict):
+                return {k: conv(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [conv(v) for v in x]
+            return x
+
+        args = conv(node.get("args", []))
+        n_args = len(found)
+        kwargs = conv(node.get("kwargs", {}))
+        return (args, kwargs), found[:n_args], found[n_args:]
+
+
+def _get_layer(container, name: str):
+    try:
+        return container.get_layer(name)
+    except (ValueError, AttributeError):
+        return None
+
+
+def flatten_model(model) -> FlatModel:
+    """Read a Keras functional or Sequential model into one flat functional graph.
+
+    Args:
+        model: a built ``keras.Model`` (functional or Sequential, possibly nesting models).
+
+    Returns:
+        The `FlatModel`; its ``to_config`` rebuilds an equivalent flat model.
+
+    Raises:
+        UserInputError: an unbuilt Sequential model.
+        UnsupportedLayerError: a subclassed model (no functional config to read).
+    """
+    import keras
+
+    cfg = model.get_config()
+    if isinstance(model, keras.Sequential):
+        cfg = _sequential_as_functional(cfg, model)
+    if not isinstance(cfg, dict) or "layers" not in cfg or "output_layers" not in cfg:
+        raise UnsupportedLayerError(
+            f"Model {model.name!r} ({type(model).__name__}) is a subclassed model without a functional "
+            "config; asp can only rewrite functional or Sequential models."
+        )
+    fl = _Flattener(model)
+    fl.expand(cfg, model, None, "")
+    # The top level keeps its input/output structure (single tensor, list or dict).
+    def map_top(struct):
+        return _map_leaves(struct, lambda r: list(fl.top_resolve(tuple(r))))
+
+    return FlatModel(
+        name=cfg.get("name", model.name),
+        layers=fl.layers,
+        inputs=map_top(cfg["input_layers"]),
+        outputs=map_top(cfg["output_layers"]),
+        recorded_shapes=fl.recorded,
+        nested=fl.nested,
+    )
+
+
+# ============================================================================ channel graph
+@dataclass
+class Group:
+    """Tensors whose channel axes are coupled: channel i of the group lives or dies everywhere.
+
+    Attributes:
+        id: index in ``ChannelGraph.groups``.
+        producers: layers whose kernels create the group's channels.
+        members: other layers whose output is in the group (BN, activations, Add, ...).
+        consumers: layers that read the group's channels through their kernel's input axis.
+        total: number of channels (removable units) in the group.
+        frozen: per channel, why it is kept whatever its norm ('' if removable).
+    """
+
+    id: int
+    producers: list
+    members: list
+    consumers: list
+    total: int
+    tensors: list = field(repr=False, default_factory=list)
+    comps: np.ndarray = field(repr=False, default=None)
+    frozen: list = field(repr=False, default_factory=list)
+
+    def describe(self, limit: int = 8) -> str:
+        def short(names):
+            return ", ".join(names) if len(names) <= limit else (
+                ", ".join(names[: limit // 2]) + f", ...({len(names) - limit + limit // 2} more)"
+            )
+
+        prod = " + ".join(self.producers[:limit]) + (f" + {len(self.producers) - limit} more"
+                                                       if len(self.producers) > limit else "")
+        text = prod or "(no producer)"
+        if self.members:
+            text += " -> " + short(self.members).replace(", ", " -> ")
+        if self.consumers:
+            text += " | into " + short(self.consumers)
+        return text
+
+    def __str__(self) -> str:
+        return f"Group({self.describe()}; {self.total} ch)"
+
+    __repr__ = __str__
+
+
+class ChannelGraph:
+    """Elements, couplings, frozen channels, norms and constants of a flat model.
+
+    Build with `build_graph`. The arrays are indexed by *component* (a removable channel):
+    ``comp_frozen``, ``comp_norm`` (largest producer norm), ``comp_has_producer``,
+    ``comp_offset`` (largest |value| a dead channel would still feed into a consumer),
+    ``comp_unsafe`` (masking would not make it zero where it is consumed).
+    """
+
+    def __init__(self, flat: FlatModel, *, norms: dict | None = None, exclude=()) -> None:
+        self.flat = flat
+        self.calls = _topo_calls(flat)
+        self.shapes = _resolve_shapes(flat, self.calls)
+        self.base: dict[TRef, int] = {}
+        n = 0
+        for ref, shape in self.shapes.items():
+            self.base[ref] = n
+            n += _width(shape)
+        self.n_elem = n
+        self._edges_a: list[np.ndarray] = []
+        self._edges_b: list[np.ndarray] = []
+        self.frozen_reason = np.full(n, "", dtype=object)
+        self.layer_reason: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
+        self._norms_override = dict(norms or {})
+        self._exclude = set(exclude)
+        self._build()
+
+    # ---- element helpers
+    def width(self, ref: TRef) -> int:
+        return _width(self.shapes[ref])
+
+    def ids(self, ref: TRef) -> np.ndarray:
+        return self.base[ref] + np.arange(self.width(ref))
+
+    def _couple(self, a: np.ndarray, b: np.ndarray) -> None:
+        self._edges_a.append(np.asarray(a))
+        self._edges_b.append(np.asarray(b))
+
+    def _freeze(self, ref: TRef, reason: str) -> None:
+        ids = self.ids(ref)
+        unset = self.frozen_reason[ids] == ""
+        self.frozen_reason[ids[unset]] = reason
+
+    def handler(self, rec: LayerRec) -> Handler | None:
+        return get_handler(rec.class_name)
+
+    # ---- build
+    def _build(self) -> None:
+        flat = self.flat
+        outs_of = defaultdict(list)  # layer -> output refs per call
+        for ref in self.shapes:
+            outs_of[(ref[0], ref[1])].append(ref)
+        self.outs_of = {k: sorted(v, key=lambda r: r[2]) for k, v in outs_of.items()}
+        self.producer_elems: list[tuple[np.ndarray, np.ndarray]] = []  # (element ids, norms)
+        self.consumer_refs: list[TRef] = []
+
+        for call in self.calls:
+            rec = flat.layers[call.layer]
+            h = self.handler(rec)
+            outs = self.outs_of.get((call.layer, call.index), [])
+            kind, reason = self._kind_of(rec, call, h, outs)
+            self.kinds[rec.name] = kind if rec.name not in self.kinds or self.kinds[rec.name] == kind else "frozen"
+            if kind == "frozen":
+                self.layer_reason.setdefault(rec.name, reason)
+                for r in call.inputs + call.kw_inputs + outs:
+                    self._freeze(r, f"{rec.name}: {reason}")
+                continue
+            if kind == "input":
+                for r in outs:
+                    self._freeze(r, "model input")
+                continue
+            out = outs[0]
+            if kind in ("producer", "depthwise"):
+                act = rec.config.get("activation", "linear")
+                if activation_fn(act) is None:  # e.g. softmax mixes the outputs; the input is still sliceable
+                    self._freeze(out, f"{rec.name}: activation {act!r} is not a known element-wise function")
+                if kind == "producer":
+                    self.consumer_refs.append(call.inputs[0])
+                else:
+                    m = self.width(out) // self.width(call.inputs[0])
+                    self._couple(np.repeat(self.ids(call.inputs[0]), m), self.ids(out))
+                self.producer_elems.append((self.ids(out), self._producer_norms(rec, h)))
+            elif kind == "channelwise":
+                self._couple(self.ids(call.inputs[0]), self.ids(out))
+            elif kind == "elementwise":
+                w = self.width(out)
+                for r in call.inputs:
+                    if self.width(r) == w:
+                        self._couple(self.ids(r), self.ids(out))
+                    else:
+                        self._freeze(r, f"{rec.name}: broadcast input")
+            elif kind == "concat":
+                if self._concat_on_channels(rec, call):
+                    off = 0
+                    for r in call.inputs:
+                        self._couple(self.ids(r), self.base[out] + off + np.arange(self.width(r)))
+                        off += self.width(r)
+                else:
+                    for r in call.inputs:
+                        self._couple(self.ids(r), self.ids(out))
+            elif kind == "flatten":
+                c = self.width(call.inputs[0])
+                p = self.width(out) // c
+                self._couple(np.tile(self.ids(call.inputs[0]), p), self.ids(out))
+        # shared layers: one set of weights, so every call cuts the same channels
+        for rec in flat.layers.values():
+            if len(rec.calls) < 2 or self.kinds.get(rec.name) in ("frozen", "input"):
+                continue
+            if not rec.weights() and rec.class_name != "Reshape":
+                continue
+            first = rec.calls[0]
+            for call in rec.calls[1:]:
+                for a, b in zip(self.outs_of[(rec.name, 0)], self.outs_of[(rec.name, call.index)]):
+                    self._couple(self.ids(a), self.ids(b))
+                for a, b in zip(first.inputs, call.inputs):
+                    self._couple(self.ids(a), self.ids(b))
+        for ref in _leaves(flat.outputs):
+            self._freeze(tuple(ref), "model output")
+        for name in self._exclude:
+            for call in flat.layers[name].calls:
+                for r in self.outs_of.get((name, call.index), []):
+                    self._freeze(r, f"{name}: excluded")
+        self._components()
+        self._constants()
+        self._groups()
+
+    def _producer_norms(self, rec: LayerRec, h: Handler) -> np.ndarray:
+        cache = self.__dict__.setdefault("_norm_cache", {})
+        if rec.name in cache:
+            return cache[rec.name]
+        w = rec.weights()
+        if rec.name in self._norms_override:
+            norms = np.asarray(self._norms_override[rec.name], dtype=np.float64).reshape(-1)
+            n = h.out_channels(rec.config, w)
+            if norms.size != n:
+                raise UserInputError(
+                    f"norms[{rec.name!r}] has {norms.size} values; layer {rec.name!r} has {n} output channels."
+                )
+        else:
+            norms = h.norms(rec.config, w)
+        cache[rec.name] = norms
+        return norms
+
+    def _concat_on_channels(self, rec: LayerRec, call: Call) -> bool:
+        rank = len(self.shapes[call.inputs[0]])
+        axis = rec.config.get("axis", -1)
+        return axis in (-1, rank - 1)
+
+    def _kind_of(self, rec: LayerRec, call: Call, h: Handler | None, outs: list) -> tuple[str, str]:
+        if h is None:
+            if rec.name not in self.layer_reason:
+                log.warning(
+                    "Layer %r (%s) is not known to asp's channel graph; the channels flowing through it "
+                    "are kept.", rec.name, rec.class_name,
+                )
+            return "frozen", f"unknown layer type {rec.class_name}"
+        if h.kind == "input":
+            return "input", ""
+        if call.kw_inputs:
+            return "frozen", "tensor keyword arguments"
+        if len(outs) != 1:
+            return "frozen", f"{len(outs)} outputs"
+        out = outs[0]
+        ins = call.inputs
+        if not ins:
+            return "frozen", "no tensor input"
+        rank = len(self.shapes[ins[0]])
+        reason = h.freeze_reason(rec.config, rank)
+        if reason:
+            return "frozen", reason
+        kind = h.kind
+        if kind in ("producer", "depthwise", "channelwise", "flatten", "reshape") and len(ins) != 1:
+            return "frozen", f"{len(ins)} tensor inputs"
+        w_in, w_out = self.width(ins[0]), self.width(out)
+        if kind == "producer":
+            w = rec.weights()
+            if not w or h.in_channels(rec.config, w) != w_in or h.out_channels(rec.config, w) != w_out:
+                return "frozen", "weights do not match the tensor shapes"
+        elif kind == "depthwise":
+            if w_in == 0 or w_out % w_in:
+                return "frozen", "depth multiplier does not match the tensor shapes"
+        elif kind == "channelwise":
+            if w_in != w_out:
+                return "frozen", "changes the channel count"
+        elif kind == "concat":
+            if not self._concat_on_channels(rec, call) and any(self.width(r) != w_out for r in ins):
+                return "frozen", "concatenates along a non-channel axis with different widths"
+        elif kind == "flatten":
+            if rec.config.get("data_format", "channels_last") != "channels_last" or w_out % max(w_in, 1):
+                return "frozen", "not channels_last"
+        elif kind == "reshape":
+            in_shape, out_shape = self.shapes[ins[0]], self.shapes[out]
+            if w_in == w_out:
+                return "channelwise", ""
+            if len(out_shape) == 2 and None not in in_shape[1:] and w_out == math.prod(in_shape[1:]):
+                return "flatten", ""
+            return "frozen", f"reshape {tuple(in_shape[1:])} -> {tuple(out_shape[1:])} moves the channel axis"
+        return kind, ""
+
+    def _components(self) -> None:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        a = np.concatenate(self._edges_a) if self._edges_a else np.zeros(0, dtype=np.int64)
+        b = np.concatenate(self._edges_b) if self._edges_b else np.zeros(0, dtype=np.int64)
+        mat = coo_matrix((np.ones(a.size, dtype=np.int8), (a, b)), shape=(self.n_elem, self.n_elem))
+        self.n_comp, self.comp = connected_components(mat, directed=False)
+        self.comp_frozen = np.zeros(self.n_comp, dtype=bool)
+        frozen_elems = np.nonzero(self.frozen_reason != "")[0]
+        self.comp_frozen[self.comp[frozen_elems]] = True
+        self.comp_reason = np.full(self.n_comp, "", dtype=object)
+        self.comp_reason[self.comp[frozen_elems[::-1]]] = self.frozen_reason[frozen_elems[::-1]]
+        self.comp_norm = np.zeros(self.n_comp)
+        self.comp_has_producer = np.zeros(self.n_comp, dtype=bool)
+        for ids, norms in self.producer_elems:
+            np.maximum.at(self.comp_norm, self.comp[ids], norms)
+            self.comp_has_producer[self.comp[ids]] = True
+
+    def _constants(self) -> None:
+        """Two passes of 'what value does each channel carry when its kernels are zero'.
+
+        live: with the real biases and BN parameters -> how far from zero a dead channel is;
+        masked: with those zeroed too (what `surgery.mask` does) -> must be exactly zero
+        wherever a consumer reads the channel, else removal is not exact (e.g. a sigmoid
+        after a dead conv outputs 0.5) and the channel is frozen.
+        """
+        live = _propagate(self, masked=False)
+        masked = _propagate(self, masked=True)
+        self.comp_offset = np.zeros(self.n_comp)
+        self.comp_unsafe = np.zeros(self.n_comp, dtype=bool)
+        for ref in self.consumer_refs:
+            ids = self.comp[self.ids(ref)]
+            lv = np.abs(live[ref])
+            lv[np.isnan(lv)] = np.inf
+            np.maximum.at(self.comp_offset, ids, lv)
+            bad = ~(masked[ref] == 0)
+            self.comp_unsafe[ids[bad]] = True
+        newly = self.comp_unsafe & ~self.comp_frozen
+        self.comp_reason[newly] = "not zero where consumed after masking (e.g. sigmoid or bias after a dead kernel)"
+        self.comp_frozen |= self.comp_unsafe
+        nop = ~self.comp_has_producer & ~self.comp_frozen
+        self.comp_reason[nop] = "no producer"
+        self.comp_frozen |= nop
+
+    def _groups(self) -> None:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        refs = list(self.shapes)
+        t_idx = np.concatenate([np.full(self.width(r), i) for i, r in enumerate(refs)]) if refs else np.zeros(0, int)
+        elems = np.concatenate([self.ids(r) for r in refs]) if refs else np.zeros(0, int)
+        nt = len(refs)
+        mat = coo_matrix(
+            (np.ones(elems.size, dtype=np.int8), (t_idx, nt + self.comp[elems])), shape=(nt + self.n_comp,) * 2
+        )
+        _, label = connected_components(mat, directed=False)
+        by_label: dict[int, list] = defaultdict(list)
+        for i, r in enumerate(refs):
+            if self.width(r) > 0:
+                by_label[label[i]].append(r)
+        order = {(c.layer, c.index): i for i, c in enumerate(self.calls)}
+        groups = []
+        for tensors in by_label.values():
+            tensors.sort(key=lambda r: (order.get((r[0], r[1]), -1), r[2]))
+            comps_all = np.concatenate([self.comp[self.ids(r)] for r in tensors])
+            _, first = np.unique(comps_all, return_index=True)
+            comps = comps_all[np.sort(first)]
+            producers, members, consumers = [], [], []
+            for r in tensors:
+                name = r[0]
+                kind = self.kinds.get(name)
+                target = producers if kind in ("producer", "depthwise") else members
+                if kind != "input" and name not in producers and name not in members:
+                    target.append(name)
+            for call in self.calls:
+                if self.kinds.get(call.layer) == "producer" and call.inputs and call.inputs[0] in tensors:
+                    if call.layer not in consumers:
+                        consumers.append(call.layer)
+            members = [m for m in members if m not in producers]
+            groups.append(Group(0, producers, members, consumers, int(comps.size), tensors, comps,
+                                [self.comp_reason[c] if self.comp_frozen[c] else "" for c in comps]))
+        groups.sort(key=lambda g: order.get((g.tensors[0][0], g.tensors[0][1]), -1))
+        for i, g in enumerate(groups):
+            g.id = i
+        self.groups: list[Group] = groups
+        self.comp_group = np.zeros(self.n_comp, dtype=np.int64)
+        for g in groups:
+            self.comp_group[g.comps] = g.id
+
+    # ---- queries used by the surgery
+    def keep_indices(self, ref: TRef, comp_keep: np.ndarray) -> np.ndarray:
+        """Channel indices of tensor `ref` that survive when components `comp_keep` are kept."""
+        return np.nonzero(comp_keep[self.comp[self.ids(ref)]])[0]
+
+    def __str__(self) -> str:
+        lines = [f"ChannelGraph({self.flat.name}: {len(self.calls)} calls, {self.n_comp} channels, "
+                 f"{len(self.groups)} groups)"]
+        lines += [f"  [{g.id}] {g}" for g in self.groups]
+        return "\n".join(lines)
+
+
+def _width(shape) -> int:
+    if shape is None or len(shape) < 2:
+        return 1
+    return int(shape[-1]) if shape[-1] is not None else 0
+
+
+def _topo_calls(flat: FlatModel) -> list[Call]:
+    calls = [c for rec in flat.layers.values() for c in rec.calls]
+    inputs_present = {tuple(r) for r in _leaves(flat.inputs)}
+    key = {(c.layer, c.index): c for c in calls}
+    deps = {k: {(r[0], r[1]) for r in c.inputs + c.kw_inputs if tuple(r) not in inputs_present} for k, c in key.items()}
+    for k, d in deps.items():
+        missing = [x for x in d if x not in key]
+        if missing:
+            raise UnsupportedLayerError(f"Layer call {k} reads from unknown layer call(s) {missing}.")
+    users = defaultdict(list)
+    for k, d in deps.items():
+        for x in d:
+            users[x].append(k)
+    ready = [k for k in key if not deps[k]]
+    order, remaining = [], {k: len(d) for k, d in deps.items()}
+    while ready:
+        k = ready.pop(0)
+        order.append(key[k])
+        for u in users[k]:
+            remaining[u] -= 1
+            if remaining[u] == 0:
+                ready.append(u)
+    if len(order) != len(calls):
+        raise UnsupportedLayerError("The model graph has a cycle; asp cannot order its layers.")
+    input_layers = [flat.layers[r[0]] for r in _leaves(flat.inputs)]
+    for rec in input_layers:  # InputLayers have no calls; represent them as call 0
+        if not rec.calls:
+            rec.calls.append(Call(rec.name, 0, [], {}, [], []))
+    return [flat.layers[r[0]].calls[0] for r in _leaves(flat.inputs)] + order
+
+
+def _resolve_shapes(flat: FlatModel, calls: list[Call]) -> dict[TRef, tuple]:
+    recorded = flat.recorded_shapes
+    used = defaultdict(int)
+    for c in calls:
+        for r in c.inputs + c.kw_inputs:
+            used[(r[0], r[1])] = max(used[(r[0], r[1])], r[2] + 1)
+    for r in _leaves(flat.outputs):
+        used[(r[0], r[1])] = max(used[(r[0], r[1])], r[2] + 1)
+    shapes: dict[TRef, tuple] = {}
+    for c in calls:
+        rec = flat.layers[c.layer]
+        n_out = max(used[(c.layer, c.index)], 1)
+        refs = [(c.layer, c.index, t) for t in range(n_out)]
+        if rec.class_name == "InputLayer":
+            cfg = rec.config
+            shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+            shapes[refs[0]] = tuple(shape)
+            continue
+        if all(r in recorded for r in refs):
+            for r in refs:
+                shapes[r] = tuple(recorded[r])
+            continue
+        in_shapes = [shapes[tuple(r)] for r in c.inputs]
+        try:
+            arg = in_shapes[0] if len(in_shapes) == 1 else in_shapes
+            out = rec.obj.compute_output_shape(arg)
+        except Exception as err:  # noqa: BLE001 - any failure means: we cannot know the shape
+            raise UnsupportedLayerError(
+                f"Cannot infer the output shape of layer {rec.name!r} ({rec.class_name}): {err}"
+            ) from None
+        out_list = [out] if (isinstance(out, tuple) and (not out or not isinstance(out[0], (tuple, list)))) else list(out)
+        for r, s in zip(refs, out_list):
+            shapes[r] = tuple(recorded.get(r, s))
+    return shapes
+
+
+def _propagate(g: ChannelGraph, *, masked: bool) -> dict[TRef, np.ndarray]:
+    """Per-tensor constant channel values when the producers' kernels are zero (NaN = unknown)."""
+    vals: dict[TRef, np.ndarray] = {}
+    nan = np.nan
+    for call in g.calls:
+        rec = g.flat.layers[call.layer]
+        outs = g.outs_of.get((call.layer, call.index), [])
+        kind = g.kinds.get(rec.name, "frozen")
+        h = get_handler(rec.class_name)
+        if kind in ("frozen", "input") or not outs:
+            for r in outs:
+                vals[r] = np.full(g.width(r), nan)
+            continue
+        out = outs[0]
+        ins = [vals[tuple(r)] for r in call.inputs]
+        w = rec.weights()
+        if masked and w and kind == "channelwise":
+            w = h.zero_out(rec.config, w, np.arange(g.width(out)))
+        if kind in ("producer", "depthwise"):
+            v = h.out_const(rec.config, w, masked=masked)
+        elif kind == "channelwise":
+            v = ins[0] if h.const_fn is None else np.asarray(h.const_fn(ins[0], rec.config, w), dtype=np.float64)
+        elif kind == "elementwise":
+            v = _elementwise_const(rec.class_name, [x for x in ins if x.size == g.width(out)],
+                                   any(x.size != g.width(out) for x in ins))
+        elif kind == "concat":
+            if g._concat_on_channels(rec, call):
+                v = np.concatenate(ins)
+            else:
+                v = ins[0] if all(np.array_equal(ins[0], x, equal_nan=True) for x in ins) else np.full(g.width(out), nan)
+                v = np.where(np.all([x == 0 for x in ins], axis=0), 0.0, v)
+        elif kind == "flatten":
+            v = np.tile(ins[0], g.width(out) // max(ins[0].size, 1))
+        else:
+            v = np.full(g.width(out), nan)
+        vals[out] = np.asarray(v, dtype=np.float64).reshape(-1)
+    return vals
+
+
+def _elementwise_const(cls: str, xs: list[np.ndarray], has_broadcast: bool) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        if cls == "Multiply":
+            zero = np.any([x == 0 for x in xs], axis=0)
+            v = np.prod(xs, axis=0) if not has_broadcast else np.full(xs[0].shape, np.nan)
+            return np.where(zero, 0.0, v)
+        if has_broadcast:
+            return np.full(xs[0].shape, np.nan)
+        if cls == "Add":
+            return np.sum(xs, axis=0)
+        if cls == "Subtract":
+            return xs[0] - xs[1]
+        if cls == "Average":
+            return np.mean(xs, axis=0)
+        if cls == "Maximum":
+            return np.max(xs, axis=0)
+        if cls == "Minimum":
+            return np.min(xs, axis=0)
+    return np.full(xs[0].shape, np.nan)
+
+
+def build_graph(model, *, norms: dict | None = None, exclude=()) -> ChannelGraph:
+    """Build the channel-dependency graph of a Keras model.
+
+    Args:
+        model: a functional or Sequential ``keras.Model`` (nested models are flattened).
+        norms: optional ``{layer_name: per-output-channel array}`` replacing computed norms.
+        exclude: layer names whose output channels are all kept.
+
+    Returns:
+        The `ChannelGraph`; ``print(graph)`` lists its groups.
+
+    Example:
+        >>> g = build_graph(model)
+        >>> print(g.groups[0])
+        Group(conv1 -> bn1 -> relu1 | into conv2; 16 ch)
+    """
+    flat = flatten_model(model)
+    unknown = [n for n in list(exclude) + list(norms or {}) if n not in flat.layers]
+    if unknown:
+        from asp_export.errors import unknown_name_error
+
+        raise unknown_name_error("layer", unknown[0], flat.layers)
+    return ChannelGraph(flat, norms=norms, exclude=exclude)
