@@ -101,8 +101,16 @@ def first_batch(dataset):
 
 
 def test_list_datasets_names_every_builtin_and_the_folder_form():
-    assert list_datasets() == ["cifar10", "cifar100", "digits", "fashion-mnist", "mnist", "folder:PATH"]
-    assert "folder:PATH" not in list_datasets(include_folder=False)
+    assert list_datasets() == [
+        "cifar10",
+        "cifar100",
+        "digits",
+        "fashion-mnist",
+        "mnist",
+        "folder:PATH",
+        "npz:PATH",
+    ]
+    assert list_datasets(include_folder=False) == list_datasets()[:5]
 
 
 def test_unknown_dataset_suggests_the_closest_name():
@@ -417,6 +425,21 @@ def test_folder_with_train_and_test_subfolders_keeps_the_given_test_split(tmp_pa
     assert (ds.n_train, ds.n_test, ds.class_names) == (12, 6, ("cat", "dog", "emu"))
 
 
+def test_folder_reads_gray_png_jpeg_bmp_and_gif(tmp_path):
+    from PIL import Image
+
+    gray = np.tile(np.arange(0, 250, 25, dtype=np.uint8), (10, 1))  # 10x10 horizontal ramp
+    for fmt, ext in (("PNG", "png"), ("JPEG", "jpg"), ("BMP", "bmp"), ("GIF", "gif")):
+        for cls in ("a", "b"):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            Image.fromarray(gray, mode="L").save(tmp_path / cls / f"img.{ext}", format=fmt)
+    ds = load_dataset(f"folder:{tmp_path}", val_fraction=0.0)
+    assert ds.native_shape == (10, 10, 1)  # first file is a gray .bmp
+    assert ds.n_train + ds.n_test == 8
+    x, _ = first_batch(ds.train(8, shuffle=False))
+    np.testing.assert_allclose(x[..., 0].mean(axis=(0, 1)), gray[0] / 255, atol=0.03)  # JPEG is lossy
+
+
 @pytest.mark.parametrize("case", ["empty", "one class", "empty class", "not an image", "missing"])
 def test_bad_folders_are_data_errors(tmp_path, case):
     root = tmp_path / "imgs"
@@ -440,7 +463,7 @@ def test_bad_folders_are_data_errors(tmp_path, case):
     assert expected in str(info.value)
 
 
-# --- arrays -------------------------------------------------------------------------------
+# --- arrays and .npz ---------------------------------------------------------------------
 
 
 def test_arrays_with_nan_or_no_images_are_refused():
@@ -456,6 +479,49 @@ def test_arrays_with_nan_or_no_images_are_refused():
         dataset_from_arrays(x[:0], y[:0], x[:4], y[:4])
     with pytest.raises(DataError, match="label 5 is out of range"):
         dataset_from_arrays(x, y, x[:4], np.array([0, 1, 5, 0]), class_names=["a", "b"])
+
+
+def test_npz_loads_like_keras_mnist_npz_and_round_trips(tmp_path):
+    x = RNG.integers(0, 256, (12, 5, 5), dtype=np.uint8)
+    y = np.arange(12) % 3
+    np.savez(
+        tmp_path / "mine.npz",
+        x_train=x,
+        y_train=y,
+        x_test=x[:3],
+        y_test=y[:3],
+        class_names=np.array(["a", "b", "c"]),
+    )
+    ds = load_dataset(f"npz:{tmp_path / 'mine.npz'}", val_fraction=0.0)
+    assert (ds.n_train, ds.n_test, ds.class_names, ds.input_shape) == (12, 3, ("a", "b", "c"), (5, 5, 1))
+    np.testing.assert_allclose(first_batch(ds.test(3))[0][..., 0], x[:3] / 255, atol=1e-7)
+    assert load_dataset(**ds.describe()).describe() == ds.describe()
+
+
+@pytest.mark.parametrize("case", ["nan", "inf", "object array", "missing key", "not a zip"])
+def test_bad_npz_files_are_data_errors_naming_the_file(tmp_path, case):
+    path = tmp_path / "bad.npz"
+    x = RNG.random((6, 4, 4)).astype(np.float32)
+    y = np.arange(6) % 2
+    marker = tmp_path / "UNPICKLED"
+    if case in ("nan", "inf"):
+        x[2, 0, 0] = np.nan if case == "nan" else np.inf
+        np.savez(path, x_train=x, y_train=y, x_test=x, y_test=y)
+        pattern = "NaN or Inf"
+    elif case == "object array":
+        booby = np.array([_WouldRunCode(marker)], dtype=object)
+        np.savez(path, x_train=booby, y_train=y, x_test=x, y_test=y)
+        pattern = "never unpickles"
+    elif case == "missing key":
+        np.savez(path, x_train=x, y_train=y)
+        pattern = "missing arrays.*x_test"
+    else:
+        path.write_bytes(b"PK not really a zip")
+        pattern = "not a readable .npz"
+    with pytest.raises(DataError, match=pattern) as info:
+        load_dataset(f"npz:{path}")
+    assert str(path) in str(info.value)
+    assert not marker.exists()
 
 
 def test_rgb_to_gray_uses_luminance():

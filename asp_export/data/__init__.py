@@ -20,23 +20,25 @@ import numpy as np
 from asp_export.data._dataset import (
     TEST_FRACTION,
     TEST_SPLIT_SEED,
-    ArrayStore,
     Dataset,
     SourceData,
     build_dataset,
-    check_arrays,
     check_input_shape,
+    check_seed,
+    check_val_fraction,
 )
 from asp_export.errors import DataError, UserInputError, unknown_name_error
 
 log = logging.getLogger(__name__)
 
 FOLDER_PREFIX = "folder:"
+NPZ_PREFIX = "npz:"
 
 __all__ = [
     "Dataset",
     "DataError",
     "FOLDER_PREFIX",
+    "NPZ_PREFIX",
     "TEST_FRACTION",
     "TEST_SPLIT_SEED",
     "dataset_from_arrays",
@@ -80,15 +82,34 @@ _SOURCES: dict[str, Callable[[str | None], SourceData]] = {
 _ALIASES = {"fashion_mnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}
 
 
+def _folder(location, data_dir):
+    from asp_export.data.folder import load_folder_source
+
+    return load_folder_source(location, data_dir)
+
+
+def _npz(location, data_dir):
+    from asp_export.data.arrays import load_npz_source
+
+    return load_npz_source(location, data_dir)
+
+
+# "prefix:" -> loader(location, data_dir) for datasets named by their path
+_PATH_SOURCES: dict[str, Callable[[str, str | None], SourceData]] = {
+    FOLDER_PREFIX: _folder,
+    NPZ_PREFIX: _npz,
+}
+
+
 def list_datasets(*, include_folder: bool = True) -> list[str]:
-    """Names `load_dataset` accepts: the built-in datasets, then the `folder:PATH` form.
+    """Names `load_dataset` accepts: the built-in datasets, then the `folder:PATH` / `npz:PATH` forms.
 
     Example:
         >>> list_datasets()
-        ['cifar10', 'cifar100', 'digits', 'fashion-mnist', 'mnist', 'folder:PATH']
+        ['cifar10', 'cifar100', 'digits', 'fashion-mnist', 'mnist', 'folder:PATH', 'npz:PATH']
     """
     names = sorted(_SOURCES)
-    return names + [FOLDER_PREFIX + "PATH"] if include_folder else names
+    return names + [prefix + "PATH" for prefix in _PATH_SOURCES] if include_folder else names
 
 
 def load_dataset(
@@ -103,7 +124,8 @@ def load_dataset(
     """Load a dataset with deterministic splits, preprocessed to `input_shape`.
 
     Args:
-        name: one of `list_datasets()`, or "folder:/path/to/root" (one subfolder per class).
+        name: one of `list_datasets()`: a built-in name, "folder:/path/to/root" (one subfolder per
+            class) or "npz:/path/data.npz" (x_train, y_train, x_test, y_test).
         data_dir: directory (or CIFAR .tar.gz) holding the official files; None uses the embedded
             digits or the Keras download cache for mnist / fashion-mnist / cifar.
         input_shape: (H, W, C) the model expects, C in {1, 3}; None keeps the data's own shape.
@@ -127,32 +149,26 @@ def load_dataset(
     if not isinstance(name, str) or not name.strip():
         raise UserInputError(f"dataset name must be a non-empty string, got {name!r}.")
     shape = check_input_shape(input_shape)
-    try:
-        val_fraction = float(val_fraction)
-    except (TypeError, ValueError):
-        raise UserInputError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}.") from None
-    if not 0.0 <= val_fraction < 1.0:
-        raise UserInputError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise UserInputError(f"seed must be a non-negative integer, got {seed!r}.")
+    val_fraction = check_val_fraction(val_fraction)
+    seed = check_seed(seed)
     data_dir = None if data_dir in (None, "") else str(Path(data_dir).expanduser())
 
-    if name.startswith(FOLDER_PREFIX):
-        from asp_export.data.folder import load_folder_source
-
-        folder = name[len(FOLDER_PREFIX) :].strip()
-        if not folder:
-            raise UserInputError("folder dataset needs a path: --data folder:/path/to/root.")
-        source = load_folder_source(folder, data_dir)
-        # the resolved path makes describe() reload the same folder from any working directory
-        canonical = FOLDER_PREFIX + str(Path(folder).expanduser().resolve())
+    prefix, _, location = name.strip().partition(":")
+    if location and prefix.lower() + ":" in _PATH_SOURCES:
+        prefix = prefix.lower() + ":"
+        location = location.strip()
+        source = _PATH_SOURCES[prefix](location, data_dir)
+        # the resolved path makes describe() reload the same data from any working directory
+        canonical = prefix + str(Path(location).expanduser().resolve())
     else:
         canonical = _ALIASES.get(name.strip().lower(), name.strip().lower())
         if canonical not in _SOURCES:
+            if canonical in _PATH_SOURCES:
+                raise UserInputError(f"{name!r} needs a path: --data {canonical}/path/to/data.")
             raise unknown_name_error("dataset", name, list_datasets())
         source = _SOURCES[canonical](data_dir)
     ds = build_dataset(
-        canonical, source, input_shape=shape, val_fraction=val_fraction, seed=int(seed), augment=augment
+        canonical, source, input_shape=shape, val_fraction=val_fraction, seed=seed, augment=augment
     )
     log.info("loaded %r", ds)
     return ds
@@ -172,50 +188,24 @@ def dataset_from_arrays(
 ) -> Dataset:
     """Wrap in-memory numpy data (e.g. a user's own arrays) in a `Dataset`.
 
-    Images are [N, H, W] or [N, H, W, C] with C in {1, 3}: uint8 in 0..255 or floats in [0, 1].
-    Non-finite pixels, empty splits and labels outside 0..num_classes-1 raise DataError.
-    The result cannot be reloaded by name: its `describe()` is informative only.
+    Images are [N, H, W] or [N, H, W, C] with C in {1, 3}: uint8 in 0..255 or floats in [0, 1]
+    (floats are used as given). Non-finite pixels, empty splits and labels outside
+    0..num_classes-1 raise DataError. The result cannot be reloaded by name (save the arrays
+    with `np.savez` and use "npz:PATH" for that).
+
+    Example:
+        >>> x = np.zeros((20, 8, 8), np.uint8); y = np.arange(20) % 2
+        >>> dataset_from_arrays(x, y, x, y).num_classes
+        2
     """
-    arrays = []
-    for what, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
-        x, y = np.asarray(x), np.asarray(y)
-        if x.ndim == 3:
-            x = x[..., None]
-        arrays.append((what, x, y.astype(np.int64) if np.issubdtype(y.dtype, np.integer) else y))
-    if class_names is not None:
-        num_classes = len(class_names)
-    else:
-        int_labels = [y for _, _, y in arrays if y.size and np.issubdtype(y.dtype, np.integer)]
-        num_classes = max((int(y.max()) for y in int_labels), default=0) + 1
-    stores = {}
-    for what, x, y in arrays:
-        check_arrays(x, y, num_classes, what=f"{name} {what}")
-        if x.shape[-1] not in (1, 3):
-            raise DataError(f"{name} {what}: images have {x.shape[-1]} channels; expected 1 or 3.")
-        if np.issubdtype(x.dtype, np.floating):
-            stores[what] = ArrayStore(x.astype(np.float32), y.astype(np.int32), scale=1.0)
-        elif x.dtype == np.uint8:
-            stores[what] = ArrayStore(x, y.astype(np.int32), scale=1 / 255)
-        else:
-            raise DataError(f"{name} {what}: images must be uint8 or float, got {x.dtype}.")
-    if stores["train"].x.shape[1:] != stores["test"].x.shape[1:]:
-        raise DataError(
-            f"{name}: train images {stores['train'].x.shape[1:]} and test images "
-            f"{stores['test'].x.shape[1:]} differ in shape."
-        )
-    source = SourceData(
-        train=stores["train"],
-        test=stores["test"],
-        native_shape=tuple(int(d) for d in stores["train"].x.shape[1:]),
-        class_names=tuple(class_names)
-        if class_names is not None
-        else tuple(str(i) for i in range(num_classes)),
-    )
+    from asp_export.data.arrays import arrays_source
+
+    source = arrays_source(x_train, y_train, x_test, y_test, what=name, class_names=class_names)
     return build_dataset(
         name,
         source,
         input_shape=check_input_shape(input_shape),
-        val_fraction=val_fraction,
-        seed=seed,
+        val_fraction=check_val_fraction(val_fraction),
+        seed=check_seed(seed),
         augment=False,
     )

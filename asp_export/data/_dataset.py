@@ -88,6 +88,24 @@ def check_input_shape(input_shape: Any) -> tuple[int, int, int] | None:
     return shape
 
 
+def check_val_fraction(val_fraction: Any) -> float:
+    """A fraction in [0, 1) or UserInputError."""
+    try:
+        value = float(val_fraction)
+    except (TypeError, ValueError):
+        raise UserInputError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}.") from None
+    if not 0.0 <= value < 1.0:
+        raise UserInputError(f"val_fraction must be in [0, 1), got {val_fraction!r}.")
+    return value
+
+
+def check_seed(seed: Any) -> int:
+    """A non-negative int or UserInputError."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserInputError(f"seed must be a non-negative integer, got {seed!r}.")
+    return int(seed)
+
+
 def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, *, what: str) -> None:
     """Refuse empty data, mismatched counts, non-finite pixels and out-of-range labels."""
     if x.ndim != 4:

@@ -50,14 +50,15 @@ LAYOUTS = {
 CLASS_NAMES = {
     "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "cifar100": tuple(
-        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly "
-        "camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup "
-        "dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower "
-        "leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange "
-        "orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit "
-        "raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider squirrel "
-        "streetcar sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip turtle "
-        "wardrobe whale willow_tree wolf woman worm".split()
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+        "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch "
+        "crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house "
+        "kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle "
+        "mountain mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree "
+        "plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark "
+        "shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
+        "tank telephone television tiger tractor train trout tulip turtle wardrobe whale "
+        "willow_tree wolf woman worm".split()
     ),
 }
 
@@ -130,11 +131,14 @@ class _DirReader:
     def where(self, member: str) -> str:
         return str(self.root / member)
 
+    def close(self) -> None:
+        pass
+
 
 class _TarReader:
     """Reads members of an archive by base name, in memory only."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, name: str) -> None:
         self.path = path
         try:
             self.tar = tarfile.open(path, "r:*")
@@ -142,7 +146,7 @@ class _TarReader:
             self.dirs = {Path(m.name).name for m in self.tar.getmembers() if m.isdir()}
             self.dirs |= {Path(m.name).parent.name for m in self.tar.getmembers()}
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise DataError(f"{path}: not a readable tar archive ({err}).") from None
+            raise DataError(f"{path}: not a readable tar archive ({err}); {_expected(name)}.") from None
 
     def read(self, member: str) -> bytes | None:
         info = self.members.get(member)
@@ -156,6 +160,9 @@ class _TarReader:
             f"{self.path}!{self.members[member].name}" if member in self.members else f"{self.path}!{member}"
         )
 
+    def close(self) -> None:
+        self.tar.close()
+
 
 def _locate(name: str, data_dir: Path):
     """Find the binary files under data_dir (the batches dir, a parent, or the archive)."""
@@ -165,15 +172,16 @@ def _locate(name: str, data_dir: Path):
     if data_dir.is_file():
         if _is_pickle(_head(data_dir)):
             raise _pickle_refusal(name, str(data_dir))
-        reader = _TarReader(data_dir)
+        reader = _TarReader(data_dir, name)
         if lay["pickle_markers"][0] in reader.dirs and lay["train"][0] not in reader.members:
+            reader.close()
             raise _pickle_refusal(name, str(data_dir))
         return reader
     for candidate in (data_dir, data_dir / lay["folder"]):
         if (candidate / lay["train"][0]).is_file() or (candidate / lay["test"][0]).is_file():
             return _DirReader(candidate)
     if (data_dir / lay["archive"]).is_file():
-        return _TarReader(data_dir / lay["archive"])
+        return _TarReader(data_dir / lay["archive"], name)
     for marker in lay["pickle_markers"]:
         found = data_dir / marker
         if found.is_dir() or (found.is_file() and _is_pickle(_head(found))):
@@ -219,13 +227,17 @@ def load_cifar_source(name: str, data_dir: str | None) -> SourceData:
         path = Path(data_dir).expanduser()
         resolved = str(path.resolve())
     reader = _locate(name, path)
-    x_train, y_train = _read_split(name, reader, LAYOUTS[name]["train"])
-    x_test, y_test = _read_split(name, reader, LAYOUTS[name]["test"])
+    try:
+        x_train, y_train = _read_split(name, reader, LAYOUTS[name]["train"])
+        x_test, y_test = _read_split(name, reader, LAYOUTS[name]["test"])
+        class_names = _class_names(name, reader)
+    finally:
+        reader.close()
     return SourceData(
         train=ArrayStore(x_train, y_train, scale=1 / 255),
         test=ArrayStore(x_test, y_test, scale=1 / 255),
         native_shape=(32, 32, 3),
-        class_names=_class_names(name, reader),
+        class_names=class_names,
         augmentable=True,
         resolved_data_dir=resolved,
     )
