@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from asp_export.data._preprocess import augment_batch, decode_file, to_model_input
 from asp_export.errors import DataError, UserInputError
 
 log = logging.getLogger(__name__)
@@ -149,56 +150,6 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     kept_idx = np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
     return kept_idx.astype(np.int64), held_idx.astype(np.int64)
-
-
-# --- preprocessing (TensorFlow) -----------------------------------------------------------
-
-
-def _to_model_input(x, scale: float, input_shape: tuple[int, int, int]):
-    """[B, h, w, c] stored pixels -> float32 [B, H, W, C] in [0, 1] for the model."""
-    import tensorflow as tf
-
-    x = tf.cast(x, tf.float32) * scale
-    height, width, channels = input_shape
-    have = x.shape[-1]
-    if have == 1 and channels == 3:
-        x = tf.repeat(x, 3, axis=-1)  # gray -> RGB by repeating the plane
-    elif have == 3 and channels == 1:
-        x = tf.image.rgb_to_grayscale(x)  # ITU-R 601 luminance
-    if x.shape[1] != height or x.shape[2] != width:
-        # antialias only matters when shrinking; it keeps downsampled images faithful
-        x = tf.image.resize(x, (height, width), method="bilinear", antialias=True)
-        x = tf.clip_by_value(x, 0.0, 1.0)
-    return x
-
-
-def _augment_batch(x, seed):
-    """CIFAR augmentation on a stored batch: zero-pad 4 px, random crop back, random h-flip."""
-    import tensorflow as tf
-
-    batch = tf.shape(x)[0]
-    height, width = x.shape[1], x.shape[2]
-    pad = 4
-    padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    dy = tf.random.stateless_uniform([batch], seeds[0], 0, 2 * pad + 1, dtype=tf.int32)
-    dx = tf.random.stateless_uniform([batch], seeds[1], 0, 2 * pad + 1, dtype=tf.int32)
-    rows = dy[:, None] + tf.range(height)[None, :]
-    cols = dx[:, None] + tf.range(width)[None, :]
-    cropped = tf.gather(padded, rows, axis=1, batch_dims=1)
-    cropped = tf.gather(cropped, cols, axis=2, batch_dims=1)
-    flip = tf.random.stateless_uniform([batch], seeds[2]) < 0.5
-    return tf.where(flip[:, None, None, None], tf.reverse(cropped, axis=[2]), cropped)
-
-
-def _decode_file(path, native_shape: tuple[int, int, int]):
-    """Read one image file -> uint8 [h, w, C_native] (first frame of a GIF, alpha dropped)."""
-    import tensorflow as tf
-
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    if native_shape[2] == 1:
-        image = tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8)
-    return image
 
 
 # --- the Dataset --------------------------------------------------------------------------
@@ -337,15 +288,13 @@ class Dataset:
             n = idx.size
         pick = idx[np.sort(np.random.default_rng(seed).choice(idx.size, size=int(n), replace=False))]
         if isinstance(store, ArrayStore):
-            x = _to_model_input(store.x[pick], store.scale, self.input_shape)
+            x = to_model_input(store.x[pick], store.scale, self.input_shape)
         else:
             images = []
             for path in store.paths[pick]:
                 try:
                     images.append(
-                        _to_model_input(
-                            _decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape
-                        )
+                        to_model_input(decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape)
                     )
                 except tf.errors.OpError as err:
                     raise DataError(f"{path}: cannot decode image ({err.message.splitlines()[0]}).") from None
@@ -398,13 +347,13 @@ class Dataset:
                 ds = tf.data.Dataset.zip((ds, noise))
 
                 def fetch(pos, rnd):
-                    x = _augment_batch(tf.gather(x_all, tf.gather(positions_to_rows, pos)), rnd)
-                    return _to_model_input(x, scale, shape), tf.gather(labels, pos)
+                    x = augment_batch(tf.gather(x_all, tf.gather(positions_to_rows, pos)), rnd)
+                    return to_model_input(x, scale, shape), tf.gather(labels, pos)
             else:
 
                 def fetch(pos):
                     x = tf.gather(x_all, tf.gather(positions_to_rows, pos))
-                    return _to_model_input(x, scale, shape), tf.gather(labels, pos)
+                    return to_model_input(x, scale, shape), tf.gather(labels, pos)
 
             ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         else:
@@ -416,8 +365,8 @@ class Dataset:
                 ds = ds.repeat()
 
             def load(path, label):
-                image = _decode_file(path, native)
-                return _to_model_input(image[None], 1 / 255, shape)[0], label
+                image = decode_file(path, native)
+                return to_model_input(image[None], 1 / 255, shape)[0], label
 
             ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
