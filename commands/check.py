@@ -27,27 +27,53 @@ on milliseconds, so CI machines of different speed compare fairly.
 def _budget_option(key: str):
     budget = BUDGETS[key]
     default = budget.format(budget.default)
-    return click.option(budget.option, key, default=None, metavar="PCT" if budget.kind == "relative" else "PP",
-                        help=f"{budget.help} [default: baseline file's, else {default}]")
+    return click.option(
+        budget.option,
+        key,
+        default=None,
+        metavar="PCT" if budget.kind == "relative" else "PP",
+        help=f"{budget.help} [default: baseline file's, else {default}]",
+    )
 
 
 @click.command("check", epilog=_EPILOG)
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--baseline", "baseline_path", type=click.Path(path_type=Path), default=Path("asp-baseline.json"),
-              show_default=True, help="The committed baseline JSON to compare with (or to write).")
-@click.option("--write-baseline", "write", is_flag=True,
-              help="Create/update the baseline from RUN_DIR instead of checking (prints what changed).")
+@click.option(
+    "--baseline",
+    "baseline_path",
+    type=click.Path(path_type=Path),
+    default=Path("asp-baseline.json"),
+    show_default=True,
+    help="The committed baseline JSON to compare with (or to write).",
+)
+@click.option(
+    "--write-baseline",
+    "write",
+    is_flag=True,
+    help="Create/update the baseline from RUN_DIR instead of checking (prints what changed).",
+)
 @_budget_option("size")
 @_budget_option("params")
 @_budget_option("flops")
 @_budget_option("accuracy")
 @_budget_option("latency")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="Output format (stdout, or --output).")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the --format output to FILE; the table still goes to the terminal.")
-def command(run_dir: Path, baseline_path: Path, write: bool, fmt: str, output: Path | None,
-            **budgets: str | None) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format (stdout, or --output).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the --format output to FILE; the table still goes to the terminal.",
+)
+def command(
+    run_dir: Path, baseline_path: Path, write: bool, fmt: str, output: Path | None, **budgets: str | None
+) -> None:
     """Compare RUN_DIR's params, FLOPs, file sizes, accuracy, export parity and speedup with a baseline."""
     if write:
         _write(run_dir, baseline_path, budgets)
@@ -64,7 +90,9 @@ def command(run_dir: Path, baseline_path: Path, write: bool, fmt: str, output: P
     append_step_summary(report)
     if not report.passed:
         names = ", ".join(r.name for r in report.failures)
-        raise CheckFailed(f"asp check failed: {len(report.failures)} metric(s) regressed beyond budget ({names}).")
+        raise CheckFailed(
+            f"asp check failed: {len(report.failures)} metric(s) regressed beyond budget ({names})."
+        )
 
 
 def _write(run_dir: Path, baseline_path: Path, budgets: dict[str, str | None]) -> None:

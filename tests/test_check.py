@@ -99,9 +99,12 @@ REGRESSIONS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "source", "edit", "budget", "allowance"), REGRESSIONS,
-                         ids=[r[0] for r in REGRESSIONS])
-def test_metric_regression_fails_under_default_budget(tmp_path, baseline, name, source, edit, budget, allowance):
+@pytest.mark.parametrize(
+    ("name", "source", "edit", "budget", "allowance"), REGRESSIONS, ids=[r[0] for r in REGRESSIONS]
+)
+def test_metric_regression_fails_under_default_budget(
+    tmp_path, baseline, name, source, edit, budget, allowance
+):
     run = make_run(tmp_path / "worse", **{source: edit})
     report = run_check(run, baseline)
     assert not report.passed
@@ -109,9 +112,12 @@ def test_metric_regression_fails_under_default_budget(tmp_path, baseline, name, 
     assert row(report, name).message  # says by how much
 
 
-@pytest.mark.parametrize(("name", "source", "edit", "budget", "allowance"), REGRESSIONS,
-                         ids=[r[0] for r in REGRESSIONS])
-def test_metric_regression_passes_within_its_budget(tmp_path, baseline, name, source, edit, budget, allowance):
+@pytest.mark.parametrize(
+    ("name", "source", "edit", "budget", "allowance"), REGRESSIONS, ids=[r[0] for r in REGRESSIONS]
+)
+def test_metric_regression_passes_within_its_budget(
+    tmp_path, baseline, name, source, edit, budget, allowance
+):
     run = make_run(tmp_path / "worse", **{source: edit})
     report = run_check(run, baseline, {budget: allowance})
     assert report.passed, report.summary()
@@ -125,8 +131,9 @@ def test_accuracy_drop_is_measured_in_percentage_points(tmp_path, baseline):
     assert r.status == "fail"
     assert r.delta == pytest.approx(-0.0021)
     assert "0.21 pp" in r.message
-    assert run_check(make_run(tmp_path / "ok", report=set_field("pruned.accuracy", 0.9833 - 0.0019)),
-                     baseline).passed
+    assert run_check(
+        make_run(tmp_path / "ok", report=set_field("pruned.accuracy", 0.9833 - 0.0019)), baseline
+    ).passed
 
 
 def test_latency_default_allows_ten_percent_lower_speedup(tmp_path, baseline):
@@ -156,7 +163,9 @@ def test_parity_must_stay_true_and_names_the_failing_file(tmp_path, baseline):
 
 def test_failed_export_fails_parity(tmp_path, baseline):
     def int8_failed(data):
-        data["failures"] = [{"model": "pruned", "format": "tflite", "precision": "int8", "error": "converter"}]
+        data["failures"] = [
+            {"model": "pruned", "format": "tflite", "precision": "int8", "error": "converter"}
+        ]
 
     report = run_check(make_run(tmp_path / "r", manifest=int8_failed), baseline)
     assert row(report, "parity.passed").status == "fail"
@@ -201,8 +210,17 @@ def test_family_budget_in_baseline_file_is_used(tmp_path, baseline):
 
 def test_pairs_differing_only_in_precision_are_separate_metrics(tmp_path):
     def tflite_pairs(data):
-        data["pairs"] = [{"runtime": "tflite", "provider": None, "format": "tflite", "precision": precision,
-                          "batch": 1, "speedup_p50": speedup} for precision, speedup in (("fp32", 2.0), ("int8", 1.2))]
+        data["pairs"] = [
+            {
+                "runtime": "tflite",
+                "provider": None,
+                "format": "tflite",
+                "precision": precision,
+                "batch": 1,
+                "speedup_p50": speedup,
+            }
+            for precision, speedup in (("fp32", 2.0), ("int8", 1.2))
+        ]
 
     figures = collect(make_run(tmp_path / "r", bench=tflite_pairs))
     assert figures.values["speedup_p50[tflite/-/tflite/fp32/b1]"] == 2.0
@@ -236,14 +254,25 @@ def test_missing_run_dir_is_bad_input(tmp_path, baseline):
 
 def test_wrong_typed_field_names_the_file_and_field(tmp_path):
     run = make_run(tmp_path / "r", report=set_field("pruned.accuracy", 98.3))  # percent, not a fraction
-    with pytest.raises(RunDirError, match=r"report.json: field pruned.accuracy is 98.3, expected an accuracy"):
+    with pytest.raises(
+        RunDirError, match=r"report.json: field pruned.accuracy is 98.3, expected an accuracy"
+    ):
         collect(run)
 
 
 def test_new_metric_is_reported_but_not_gated(tmp_path, baseline):
     def add_pair(data):
-        data["pairs"].append({"runtime": "litert", "provider": "cpu", "format": "tflite", "batch": 1,
-                              "speedup_p50": 0.5, "flops_ratio": 19.3, "efficiency": 0.03})
+        data["pairs"].append(
+            {
+                "runtime": "litert",
+                "provider": "cpu",
+                "format": "tflite",
+                "batch": 1,
+                "speedup_p50": 0.5,
+                "flops_ratio": 19.3,
+                "efficiency": 0.03,
+            }
+        )
 
     report = run_check(make_run(tmp_path / "r", bench=add_pair), baseline)
     assert report.passed
@@ -258,12 +287,27 @@ def test_round_trip_same_run_passes(tmp_path, baseline):
     assert data["schema_version"] == 1
     assert set(data) >= {"created_from", "asp_version", "metrics", "budgets"}
     assert data["metrics"]["params"] == 21307
-    assert data["budgets"] == {"size": "0%", "params": "0%", "flops": "0%", "accuracy": "0.2pp", "latency": "10%"}
+    assert data["budgets"] == {
+        "size": "0%",
+        "params": "0%",
+        "flops": "0%",
+        "accuracy": "0.2pp",
+        "latency": "10%",
+    }
     report = run_check(tmp_path / "base", baseline)
     assert report.passed
     assert {r.name for r in report.rows if r.status == "pass"} == {
-        "params", "flops", PRUNED_KERAS, "accuracy.pruned", "accuracy.masked", "size_bytes[dense/onnx/fp32]",
-        PRUNED_ONNX, "parity.passed", PAIR_B1, PAIR_B32}
+        "params",
+        "flops",
+        PRUNED_KERAS,
+        "accuracy.pruned",
+        "accuracy.masked",
+        "size_bytes[dense/onnx/fp32]",
+        PRUNED_ONNX,
+        "parity.passed",
+        PAIR_B1,
+        PAIR_B32,
+    }
 
 
 def test_update_reports_changes_and_keeps_budgets(tmp_path, baseline):
@@ -293,18 +337,24 @@ def test_missing_baseline_hints_write_baseline(tmp_path):
     assert info.value.exit_code == 2
 
 
-@pytest.mark.parametrize(("content", "match"), [
-    ("{not json", "is not valid JSON"),
-    ('{"schema_version": 2, "metrics": {"params": 1}}', "newer than this asp understands"),
-    ('{"metrics": {"params": 1}}', "no integer schema_version"),
-    ('{"schema_version": 1}', 'no "metrics" object'),
-    ('{"schema_version": 1, "metrics": {"params": [1]}}', "expected a number"),
-    ('{"schema_version": 1, "metrics": {"parms": 1}}', "Did you mean 'params'"),
-    ('{"schema_version": 1, "metrics": {"accuracy.pruned": 98.3}}', "expected a fraction"),
-    ('{"schema_version": 1, "metrics": {"params": "21k"}}', "expected a number"),
-    ('{"schema_version": 1, "metrics": {"params": 1}, "budgets": {"latncy": "5%"}}', "Did you mean 'latency'"),
-    ('{"schema_version": 1, "metrics": {"params": 1}, "budgets": {"latency": "fast"}}', "not a budget"),
-])
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"schema_version": 2, "metrics": {"params": 1}}', "newer than this asp understands"),
+        ('{"metrics": {"params": 1}}', "no integer schema_version"),
+        ('{"schema_version": 1}', 'no "metrics" object'),
+        ('{"schema_version": 1, "metrics": {"params": [1]}}', "expected a number"),
+        ('{"schema_version": 1, "metrics": {"parms": 1}}', "Did you mean 'params'"),
+        ('{"schema_version": 1, "metrics": {"accuracy.pruned": 98.3}}', "expected a fraction"),
+        ('{"schema_version": 1, "metrics": {"params": "21k"}}', "expected a number"),
+        (
+            '{"schema_version": 1, "metrics": {"params": 1}, "budgets": {"latncy": "5%"}}',
+            "Did you mean 'latency'",
+        ),
+        ('{"schema_version": 1, "metrics": {"params": 1}, "budgets": {"latency": "fast"}}', "not a budget"),
+    ],
+)
 def test_bad_baseline_is_bad_input(tmp_path, content, match):
     path = tmp_path / "asp-baseline.json"
     path.write_text(content)
@@ -314,11 +364,14 @@ def test_bad_baseline_is_bad_input(tmp_path, content, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize(("key", "text", "match"), [
-    ("accuracy", "0.2%", "percentage points, not percent"),
-    ("latency", "-5%", ">= 0"),
-    ("size", "ten", "not a budget"),
-])
+@pytest.mark.parametrize(
+    ("key", "text", "match"),
+    [
+        ("accuracy", "0.2%", "percentage points, not percent"),
+        ("latency", "-5%", ">= 0"),
+        ("size", "ten", "not a budget"),
+    ],
+)
 def test_bad_budget_option_is_bad_input(tmp_path, baseline, key, text, match):
     with pytest.raises(UserInputError, match=match):
         run_check(make_run(tmp_path / "r"), baseline, {key: text})
@@ -329,9 +382,12 @@ def test_bad_budget_option_is_bad_input(tmp_path, baseline, key, text, match):
 
 def _mixed_report(tmp_path, baseline):
     """Two failures (params, parity), two skipped latency pairs, the rest passing."""
-    run = make_run(tmp_path / "mixed", drop=("bench",),
-                   report=set_field("pruned.params", 30000),
-                   manifest=set_file("dense", "parity.passed", False))
+    run = make_run(
+        tmp_path / "mixed",
+        drop=("bench",),
+        report=set_field("pruned.params", 30000),
+        manifest=set_file("dense", "parity.passed", False),
+    )
     return run_check(run, baseline)
 
 

@@ -51,7 +51,10 @@ def test_worse_run_exits_1_and_says_what_failed_by_how_much(tmp_path, baseline):
     assert result.exit_code == 1
     line = next(ln for ln in result.stdout.splitlines() if ln.startswith("accuracy.pruned"))
     assert "98.33%" in line and "97.33%" in line and "fail: dropped 1.00 pp > 0.2 pp allowed" in line
-    assert error_line(result) == "Error: asp check failed: 1 metric(s) regressed beyond budget (accuracy.pruned)."
+    assert (
+        error_line(result)
+        == "Error: asp check failed: 1 metric(s) regressed beyond budget (accuracy.pruned)."
+    )
 
 
 def test_budget_option_lets_a_regression_pass(tmp_path, baseline):
@@ -64,7 +67,9 @@ def test_update_prints_what_changed(tmp_path, baseline):
     result = asp(faster, "--baseline", baseline, "--write-baseline", "--max-latency-regression", "15%")
     assert result.exit_code == 0
     assert f"updated {baseline}" in result.stdout
-    assert "~ speedup_p50[onnxruntime/CPUExecutionProvider/onnx/fp32/b32]: 4.0 -> 4.4 (+10.0%)" in result.stdout
+    assert (
+        "~ speedup_p50[onnxruntime/CPUExecutionProvider/onnx/fp32/b32]: 4.0 -> 4.4 (+10.0%)" in result.stdout
+    )
     assert "~ budget latency: '10%' -> '15%'" in result.stdout
 
 

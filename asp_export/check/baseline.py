@@ -50,7 +50,9 @@ class Baseline:
 
 
 def _hint_write(path: Path) -> str:
-    return f"create it from a good run with `asp check RUN_DIR --baseline {path} --write-baseline` and commit it"
+    return (
+        f"create it from a good run with `asp check RUN_DIR --baseline {path} --write-baseline` and commit it"
+    )
 
 
 def load_baseline(path: str | Path) -> Baseline:
@@ -69,17 +71,17 @@ def load_baseline(path: str | Path) -> Baseline:
         raise BaselineError(str(err)) from None
     metrics = data.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
-        raise BaselineError(f"Baseline {path} has no \"metrics\" object; {_hint_write(path)}.")
+        raise BaselineError(f'Baseline {path} has no "metrics" object; {_hint_write(path)}.')
     for name, value in metrics.items():
         ok = isinstance(value, (bool, str)) or (isinstance(value, (int, float)) and math.isfinite(value))
         if not ok:
             raise BaselineError(
-                f"Baseline {path}: metrics[{name!r}] is {value!r}, expected a number, true/false or a string; "
-                f"fix it or rewrite the file with --write-baseline."
+                f"Baseline {path}: metrics[{name!r}] is {value!r}, expected a number, true/false or a "
+                f"string; fix it or rewrite the file with --write-baseline."
             )
     budgets = data.get("budgets", {})
     if not isinstance(budgets, dict):
-        raise BaselineError(f"Baseline {path}: \"budgets\" must be an object like {{\"latency\": \"10%\"}}.")
+        raise BaselineError(f'Baseline {path}: "budgets" must be an object like {{"latency": "10%"}}.')
     return Baseline(
         path=path,
         metrics=metrics,

@@ -1,9 +1,9 @@
 """Compare a run's figures with a committed baseline, metric by metric, each within its budget.
 
-Why a table: which figures exist, where they come from, which direction is better and how much
-slack each may have are *data*, so they live in `METRICS` and `BUDGETS` below; collecting,
-comparing, writing the baseline and rendering all loop over those rows. Adding a metric is
-adding a row.
+Which figures exist, where they come from, which direction is better and how much slack each
+may have are data: `METRICS`, `BUDGETS` and `SOURCES` in `metrics.py`. This module reads a run
+into values (`collect`), judges each against the baseline (`compare`, `run_check`) and writes
+the baseline (`write_baseline`).
 
 Latency is gated through `speedup_p50` (dense p50 / pruned p50, both measured by `asp bench` in
 the same run on the same machine), never through milliseconds: CI machines differ by far more
@@ -16,14 +16,25 @@ Nothing here imports TensorFlow, numpy or a runtime: `asp check` must run on a b
 from __future__ import annotations
 
 import logging
-import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from asp_export.check.baseline import Baseline, BaselineError, load_baseline, save_baseline
+from asp_export.check.metrics import (
+    BUDGETS,
+    METRICS,
+    MISSING,
+    SOURCES,
+    FieldError,
+    Metric,
+    is_number,
+    metric_for,
+    parity_failures,
+    speedup_spreads,
+)
 from asp_export.errors import RunDirError, UserInputError, unknown_name_error
 from asp_export.rundir import RunDir, read_json
 from asp_export.versions import asp_version
@@ -35,289 +46,6 @@ PASS, FAIL, SKIPPED, NEW, INFO = "pass", "fail", "skipped", "new", "info"
 
 # Floating-point slack so that a value exactly on its budget passes after JSON round trips.
 _EPS = 1e-9
-
-
-# --------------------------------------------------------------------------------------------
-# Sources: the run-dir files a metric can come from.
-
-
-@dataclass(frozen=True)
-class Source:
-    """A file in the run directory that figures are read from."""
-
-    key: str
-    path: Callable[[RunDir], Path]
-    label: str  # as shown to users, relative to the run root
-    written_by: str
-
-
-SOURCES: dict[str, Source] = {
-    s.key: s
-    for s in (
-        Source("report", lambda run: run.report_json, "report.json", "asp prune"),
-        Source("manifest", lambda run: run.manifest_json, "export/manifest.json", "asp export"),
-        Source("bench", lambda run: run.bench_json, "bench/bench.json", "asp bench"),
-    )
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Budgets: how much a family of metrics may get worse. One CLI option per budget.
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The allowed slack for a family of metrics.
-
-    `kind` is "relative" (percent of the baseline value) or "points" (absolute percentage
-    points, for accuracies stored as fractions).
-    """
-
-    key: str
-    kind: str
-    default: float
-    option: str
-    help: str
-
-    def parse(self, text: Any, *, where: str | None = None) -> float:
-        """Parse '10%', '10', 10, '0.2', '0.2pp' into a non-negative number in this budget's unit.
-
-        Raises:
-            UserInputError: when the text is not a non-negative number in this budget's unit.
-        """
-        where = where or self.option
-        raw = str(text).strip().lower().replace(" ", "")
-        if self.kind == "relative":
-            number = raw[:-1] if raw.endswith("%") else raw
-            example = "10% (or 10)"
-        else:
-            if raw.endswith("%"):
-                raise UserInputError(
-                    f"{where}={text!r}: accuracy budgets are absolute percentage points, not percent; "
-                    f"write 0.2 or 0.2pp for 0.2 points."
-                )
-            number = raw[:-2] if raw.endswith("pp") else raw
-            example = "0.2 (or 0.2pp)"
-        try:
-            value = float(number)
-        except ValueError:
-            raise UserInputError(f"{where}={text!r} is not a budget; write e.g. {example}.") from None
-        if not math.isfinite(value) or value < 0:
-            raise UserInputError(f"{where}={text!r} must be a finite number >= 0, e.g. {example}.")
-        return value
-
-    def format(self, value: float) -> str:
-        """The budget as stored in the baseline file: '10%' or '0.2pp'."""
-        return f"{value:g}%" if self.kind == "relative" else f"{value:g}pp"
-
-
-BUDGETS: dict[str, Budget] = {
-    b.key: b
-    for b in (
-        Budget("size", "relative", 0.0, "--max-size-increase",
-               "Allowed growth of each model file (report's .keras and every exported file)."),
-        Budget("params", "relative", 0.0, "--max-params-increase", "Allowed growth of the pruned params."),
-        Budget("flops", "relative", 0.0, "--max-flops-increase", "Allowed growth of the pruned FLOPs."),
-        Budget("accuracy", "points", 0.2, "--max-accuracy-drop",
-               "Allowed drop of pruned and masked accuracy, in percentage points."),
-        Budget("latency", "relative", 10.0, "--max-latency-regression",
-               "Allowed fall of each speedup_p50 (dense/pruned p50 measured in the same run), "
-               "in percent of the baseline speedup: the run-to-run noise the gate tolerates."),
-    )
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics: what is read from which source, and which direction is better.
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One row of the METRICS table.
-
-    `key` names the metric; rows whose `per_item` is true expand into one metric per file or
-    benchmark pair, named `key[item]` (e.g. `size_bytes[pruned/onnx/fp32]`). `extract` turns the
-    source's JSON into {metric name: value}; a value of None means "listed but not measured".
-    `direction` is "lower" or "higher" (better), "true" (must be true) or "info" (shown only).
-    """
-
-    key: str
-    label: str
-    source: str
-    extract: Callable[[dict[str, Any]], dict[str, Any]]
-    direction: str
-    budget: str | None
-    unit: str
-    per_item: bool = False
-
-    def owns(self, name: str) -> bool:
-        if self.per_item:
-            return name.startswith(self.key + "[") and name.endswith("]")
-        return name == self.key
-
-
-def _path(data: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-_MISSING = object()
-
-
-def _field(dotted: str, name: str, kind: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Extractor for one scalar field; absent fields yield no metric (the comparison reports them)."""
-
-    def extract(data: dict[str, Any]) -> dict[str, Any]:
-        value = _path(data, dotted)
-        if value is _MISSING:
-            return {}
-        return {name: _validated(value, kind, dotted)}
-
-    return extract
-
-
-def _validated(value: Any, kind: str, where: str) -> Any:
-    if value is None:
-        return None
-    if kind == "count" and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        raise _malformed(where, value, "a non-negative integer")
-    if kind == "fraction":
-        if not _is_number(value) or not 0.0 <= value <= 1.0:
-            raise _malformed(where, value, "an accuracy fraction in [0, 1]")
-    if kind == "ratio" and not (_is_number(value) and value > 0):
-        raise _malformed(where, value, "a positive number")
-    if kind == "text" and not isinstance(value, str):
-        raise _malformed(where, value, "a string")
-    if kind == "bool" and not isinstance(value, bool):
-        raise _malformed(where, value, "true or false")
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class _FieldError(Exception):
-    """A source field has the wrong type; turned into RunDirError naming the file."""
-
-
-def _malformed(where: str, value: Any, expected: str) -> _FieldError:
-    return _FieldError(f"field {where} is {value!r}, expected {expected}")
-
-
-def _files(data: dict[str, Any]) -> list[dict[str, Any]]:
-    files = data.get("files", [])
-    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
-        raise _FieldError("field files must be a list of objects")
-    return files
-
-
-def _file_id(entry: dict[str, Any]) -> str:
-    return "/".join(str(entry.get(k, "?")) for k in ("model", "format", "precision"))
-
-
-def _file_sizes(data: dict[str, Any]) -> dict[str, Any]:
-    return {
-        f"size_bytes[{_file_id(f)}]": _validated(f.get("size_bytes"), "count", f"files[{_file_id(f)}].size_bytes")
-        for f in _files(data)
-    }
-
-
-def _export_failures(data: dict[str, Any]) -> list[dict[str, Any]]:
-    # asp export lists files whose converter failed under "failures" (not in the contract's
-    # minimum, so absent is fine); a file that could not be written has not passed parity either.
-    failures = data.get("failures") or []
-    return [f for f in failures if isinstance(f, dict)] if isinstance(failures, list) else []
-
-
-def _parity_passed(data: dict[str, Any]) -> dict[str, Any]:
-    files = _files(data)
-    if not files and not _export_failures(data):
-        return {}
-    for f in files:
-        parity = f.get("parity")
-        passed = parity.get("passed") if isinstance(parity, dict) else None
-        _validated(passed, "bool", f"files[{_file_id(f)}].parity.passed")
-    return {"parity.passed": not parity_failures(data)}
-
-
-def parity_failures(manifest: dict[str, Any]) -> list[str]:
-    """Exported files (model/format/precision) that failed parity or failed to export."""
-    failed = [_file_id(f) for f in _files(manifest)
-              if not (isinstance(f.get("parity"), dict) and f["parity"].get("passed") is True)]
-    return failed + [f"{_file_id(f)} (export failed)" for f in _export_failures(manifest)]
-
-
-def _pair_id(pair: dict[str, Any]) -> str:
-    # precision is part of the id when bench records it: TFLite fp32/fp16/int8 pairs share
-    # runtime, provider, format and batch.
-    keys = ("runtime", "provider", "format", "precision") if pair.get("precision") else ("runtime", "provider", "format")
-    return "/".join(str(pair.get(k) or "-") for k in keys) + f"/b{pair.get('batch', '?')}"
-
-
-def _speedups(data: dict[str, Any]) -> dict[str, Any]:
-    pairs = data.get("pairs", [])
-    if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
-        raise _FieldError("field pairs must be a list of objects")
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name = f"speedup_p50[{_pair_id(pair)}]"
-        if name in out:
-            log.warning("bench/bench.json lists pair %s twice; using the last one.", _pair_id(pair))
-        out[name] = _validated(pair.get("speedup_p50"), "ratio", f"pairs[{_pair_id(pair)}].speedup_p50")
-    return out
-
-
-def _spreads(data: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    # Not part of the contract's minimum: shown next to a latency failure so a reader can tell
-    # a regression from a noisy run, never used to decide.
-    out = {}
-    for pair in data.get("pairs", []):
-        lo, hi = pair.get("speedup_p10_blocks"), pair.get("speedup_p90_blocks")
-        if _is_number(lo) and _is_number(hi):
-            out[f"speedup_p50[{_pair_id(pair)}]"] = (lo, hi)
-    return out
-
-
-METRICS: tuple[Metric, ...] = (
-    Metric("structure", "kept filters/neurons per layer", "report", _field("structure", "structure", "text"),
-           "info", None, "text"),
-    Metric("params", "pruned model params", "report", _field("pruned.params", "params", "count"),
-           "lower", "params", "count"),
-    Metric("flops", "pruned model FLOPs (2 x MACs)", "report", _field("pruned.flops", "flops", "count"),
-           "lower", "flops", "count"),
-    Metric("size_bytes[pruned/keras]", "pruned .keras file size", "report",
-           _field("pruned.size_bytes", "size_bytes[pruned/keras]", "count"), "lower", "size", "bytes"),
-    Metric("accuracy.pruned", "pruned model accuracy", "report",
-           _field("pruned.accuracy", "accuracy.pruned", "fraction"), "higher", "accuracy", "fraction"),
-    Metric("accuracy.masked", "dense model with dead groups zeroed, accuracy", "report",
-           _field("masked.accuracy", "accuracy.masked", "fraction"), "higher", "accuracy", "fraction"),
-    Metric("size_bytes", "exported file size (model/format/precision)", "manifest", _file_sizes,
-           "lower", "size", "bytes", per_item=True),
-    Metric("parity.passed", "every exported file matches its Keras model", "manifest", _parity_passed,
-           "true", None, "bool"),
-    Metric("speedup_p50", "dense p50 / pruned p50 (runtime/provider/format[/precision]/batch)", "bench", _speedups,
-           "higher", "latency", "ratio", per_item=True),
-)
-
-
-def metric_for(name: str) -> Metric:
-    """The METRICS row a metric name belongs to (exact rows win over per-item rows).
-
-    Raises:
-        UserInputError: for a name no row owns, with a did-you-mean hint.
-    """
-    for metric in METRICS:
-        if not metric.per_item and metric.owns(name):
-            return metric
-    for metric in METRICS:
-        if metric.per_item and metric.owns(name):
-            return metric
-    raise unknown_name_error("metric", name, [m.key + ("[...]" if m.per_item else "") for m in METRICS])
 
 
 # --------------------------------------------------------------------------------------------
@@ -372,8 +100,8 @@ def collect(run_dir: str | Path) -> Figures:
             if source.key == "manifest":
                 figures.parity_failures = parity_failures(data)
             if source.key == "bench":
-                figures.speedup_spread = _spreads(data)
-        except _FieldError as err:
+                figures.speedup_spread = speedup_spreads(data)
+        except FieldError as err:
             raise RunDirError(f"{path}: {err}; re-run `{source.written_by}` to rewrite it.") from None
     if not any(figures.found.values()):
         labels = ", ".join(s.label for s in SOURCES.values())
@@ -453,7 +181,9 @@ class CheckReport:
         gated = self.count(PASS) + self.count(FAIL)
         parts = []
         if self.count(SKIPPED):
-            parts.append(f"{self.count(SKIPPED)} skipped (missing: {', '.join(self.missing_sources) or 'values'})")
+            parts.append(
+                f"{self.count(SKIPPED)} skipped (missing: {', '.join(self.missing_sources) or 'values'})"
+            )
         if self.count(NEW):
             parts.append(f"{self.count(NEW)} new, not in the baseline")
         extra = f"; {'; '.join(parts)}" if parts else ""
@@ -497,13 +227,16 @@ def resolve_budgets(overrides: Mapping[str, Any] | None, baseline: Baseline | No
     return budgets
 
 
-def _metric_budget(name: str, metric: Metric, budgets: Mapping[str, float], baseline: Baseline,
-                   overrides: Mapping[str, Any]) -> float | None:
+def _metric_budget(
+    name: str, metric: Metric, budgets: Mapping[str, float], baseline: Baseline, overrides: Mapping[str, Any]
+) -> float | None:
     """Per-metric budget: an explicit CLI option beats a per-metric entry in the baseline file."""
     if metric.budget is None:
         return None
     if overrides.get(metric.budget) is None and name in baseline.budgets:
-        return BUDGETS[metric.budget].parse(baseline.budgets[name], where=f"budgets[{name!r}] in {baseline.path}")
+        return BUDGETS[metric.budget].parse(
+            baseline.budgets[name], where=f"budgets[{name!r}] in {baseline.path}"
+        )
     return budgets[metric.budget]
 
 
@@ -517,8 +250,17 @@ def compare_one(name: str, metric: Metric, baseline: Any, current: Any, budget: 
         msg = "" if ok else "is false (must stay true)"
         return Row(name, metric, PASS if ok else FAIL, baseline, current, None, None, None, msg)
     if current is None:
-        return Row(name, metric, FAIL, baseline, None, None, None, budget,
-                   f"null in {SOURCES[metric.source].label} (not measured in this run)")
+        return Row(
+            name,
+            metric,
+            FAIL,
+            baseline,
+            None,
+            None,
+            None,
+            budget,
+            f"null in {SOURCES[metric.source].label} (not measured in this run)",
+        )
     delta = current - baseline
     delta_pct = (delta / baseline * 100.0) if baseline else None
     spec = BUDGETS[metric.budget]
@@ -569,16 +311,49 @@ def compare(figures: Figures, baseline: Baseline, overrides: Mapping[str, Any] |
         budget = _metric_budget(name, metric, budgets, baseline, overrides)
         source = SOURCES[metric.source]
         if name not in baseline.metrics:
-            rows.append(Row(name, metric, NEW, None, figures.values[name], None, None, budget,
-                            "not in the baseline; --write-baseline to gate it"))
+            rows.append(
+                Row(
+                    name,
+                    metric,
+                    NEW,
+                    None,
+                    figures.values[name],
+                    None,
+                    None,
+                    budget,
+                    "not in the baseline; --write-baseline to gate it",
+                )
+            )
         elif not figures.found.get(metric.source):
-            rows.append(Row(name, metric, SKIPPED, baseline.metrics[name], None, None, None, budget,
-                            f"no {source.label}"))
+            rows.append(
+                Row(
+                    name,
+                    metric,
+                    SKIPPED,
+                    baseline.metrics[name],
+                    None,
+                    None,
+                    None,
+                    budget,
+                    f"no {source.label}",
+                )
+            )
         elif name not in figures.values:
             status = INFO if metric.direction == "info" else FAIL
-            rows.append(Row(name, metric, status, baseline.metrics[name], None, None, None, budget,
-                            f"missing from {source.label} (run `{source.written_by}` as for the baseline, "
-                            f"or --write-baseline)"))
+            rows.append(
+                Row(
+                    name,
+                    metric,
+                    status,
+                    baseline.metrics[name],
+                    None,
+                    None,
+                    None,
+                    budget,
+                    f"missing from {source.label} (run `{source.written_by}` as for the baseline, "
+                    f"or --write-baseline)",
+                )
+            )
         else:
             rows.append(compare_one(name, metric, baseline.metrics[name], figures.values[name], budget))
     rows = [_with_detail(r, figures) for r in rows]
@@ -616,8 +391,14 @@ def _natural(name: str) -> str:
     return re.sub(r"\d+", lambda m: m.group().zfill(8), name)
 
 
-_BASELINE_KINDS = {"count": "number", "bytes": "number", "fraction": "fraction", "ratio": "ratio",
-                   "bool": "bool", "text": "text"}
+_BASELINE_KINDS = {
+    "count": "number",
+    "bytes": "number",
+    "fraction": "fraction",
+    "ratio": "ratio",
+    "bool": "bool",
+    "text": "text",
+}
 
 
 def _validate_baseline_names(baseline: Baseline) -> None:
@@ -625,16 +406,22 @@ def _validate_baseline_names(baseline: Baseline) -> None:
         try:
             metric = metric_for(name)
         except UserInputError as err:
-            raise BaselineError(f"{baseline.path}: {err} Fix the file or rewrite it with --write-baseline.") from None
+            raise BaselineError(
+                f"{baseline.path}: {err} Fix the file or rewrite it with --write-baseline."
+            ) from None
         kind = _BASELINE_KINDS[metric.unit]
-        ok = {"number": _is_number(value) and value >= 0,
-              "fraction": _is_number(value) and 0 <= value <= 1,
-              "ratio": _is_number(value) and value > 0,
-              "bool": isinstance(value, bool),
-              "text": isinstance(value, str)}[kind]
+        ok = {
+            "number": is_number(value) and value >= 0,
+            "fraction": is_number(value) and 0 <= value <= 1,
+            "ratio": is_number(value) and value > 0,
+            "bool": isinstance(value, bool),
+            "text": isinstance(value, str),
+        }[kind]
         if not ok:
-            raise BaselineError(f"{baseline.path}: metrics[{name!r}] is {value!r}, expected a {kind} "
-                                f"({metric.label}); fix it or rewrite the file with --write-baseline.")
+            raise BaselineError(
+                f"{baseline.path}: metrics[{name!r}] is {value!r}, expected a {kind} "
+                f"({metric.label}); fix it or rewrite the file with --write-baseline."
+            )
     for key in baseline.budgets:
         if key in BUDGETS or key in baseline.metrics:
             continue
@@ -642,8 +429,9 @@ def _validate_baseline_names(baseline: Baseline) -> None:
         raise BaselineError(f"{baseline.path}: {hint} (or the name of a metric in the file).")
 
 
-def run_check(run_dir: str | Path, baseline_path: str | Path,
-              overrides: Mapping[str, Any] | None = None) -> CheckReport:
+def run_check(
+    run_dir: str | Path, baseline_path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> CheckReport:
     """Compare a run directory with a committed baseline file.
 
     Args:
@@ -686,8 +474,9 @@ class BaselineUpdate:
     warnings: list[str]
 
 
-def write_baseline(run_dir: str | Path, baseline_path: str | Path,
-                   overrides: Mapping[str, Any] | None = None) -> BaselineUpdate:
+def write_baseline(
+    run_dir: str | Path, baseline_path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> BaselineUpdate:
     """Create or update a baseline file from a run (atomically).
 
     Budgets: the CLI overrides, else the existing file's, else the defaults; per-metric budget
@@ -710,8 +499,10 @@ def write_baseline(run_dir: str | Path, baseline_path: str | Path,
             continue
         metrics[name] = value
     if figures.values.get("parity.passed") is False:
-        warnings.append(f"export parity failed in this run ({', '.join(figures.parity_failures)}); "
-                        "the gate fails until it passes.")
+        warnings.append(
+            f"export parity failed in this run ({', '.join(figures.parity_failures)}); "
+            "the gate fails until it passes."
+        )
     stored_budgets: dict[str, Any] = {k: BUDGETS[k].format(v) for k, v in budgets.items()}
     if old:
         stored_budgets.update({k: v for k, v in old.budgets.items() if k in metrics})
@@ -730,14 +521,14 @@ def write_baseline(run_dir: str | Path, baseline_path: str | Path,
 def _diff(old: Baseline, new: Baseline) -> list[str]:
     changes = []
     for name in _ordered(set(old.metrics) | set(new.metrics)):
-        before, after = old.metrics.get(name, _MISSING), new.metrics.get(name, _MISSING)
-        if before is _MISSING:
+        before, after = old.metrics.get(name, MISSING), new.metrics.get(name, MISSING)
+        if before is MISSING:
             changes.append(f"+ {name}: {after!r} (new)")
-        elif after is _MISSING:
+        elif after is MISSING:
             changes.append(f"- {name}: {before!r} (no longer in the run)")
         elif before != after:
             rel = ""
-            if _is_number(before) and _is_number(after) and before:
+            if is_number(before) and is_number(after) and before:
                 rel = f" ({(after - before) / before * 100:+.1f}%)"
             changes.append(f"~ {name}: {before!r} -> {after!r}{rel}")
     for key in sorted(set(old.budgets) | set(new.budgets)):

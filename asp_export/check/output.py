@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from asp_export.check.check import (
-    BUDGETS,
     FAIL,
     INFO,
     NEW,
     PASS,
     SKIPPED,
     CheckReport,
-    format_pct,
     Row,
+    format_pct,
 )
+from asp_export.check.metrics import BUDGETS, SOURCES
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,17 @@ def format_status(row: Row) -> str:
 
 
 def _cells(row: Row) -> tuple[str, ...]:
-    return (row.name, format_value(row, row.baseline), format_value(row, row.current),
-            format_delta(row), format_budget(row), format_status(row))
+    return (
+        row.name,
+        format_value(row, row.baseline),
+        format_value(row, row.current),
+        format_delta(row),
+        format_budget(row),
+        format_status(row),
+    )
 
 
 def _sources_line(report: CheckReport) -> str:
-    from asp_export.check.check import SOURCES
-
     parts = [f"{SOURCES[k].label} {'found' if ok else 'MISSING'}" for k, ok in report.found.items()]
     return "sources: " + ", ".join(parts)
 
@@ -100,8 +104,11 @@ def _latency_note(report: CheckReport) -> str | None:
     if not any(r.metric.budget == "latency" for r in report.rows):
         return None
     allowed = report.budgets["latency"]
-    return (f"latency gate: speedup_p50 = dense p50 / pruned p50, both measured in this run, so the machine "
-            f"cancels out; each may fall by up to {allowed:g}% of its baseline (run-to-run noise) before it fails.")
+    return (
+        f"latency gate: speedup_p50 = dense p50 / pruned p50, both measured in this run, so the "
+        f"machine cancels out; each may fall by up to {allowed:g}% of its baseline (run-to-run noise) "
+        f"before it fails."
+    )
 
 
 def render_table(report: CheckReport) -> str:
@@ -145,7 +152,9 @@ def render_md(report: CheckReport) -> str:
     for row in report.rows:
         cells = list(_cells(row))
         cells[0] = f"`{cells[0]}`"
-        cells[-1] = _MD_STATUS[row.status] + (f": {row.message}" if row.message and row.status != PASS else "")
+        cells[-1] = _MD_STATUS[row.status] + (
+            f": {row.message}" if row.message and row.status != PASS else ""
+        )
         lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
     lines.append("")
     lines.append(_sources_line(report))
@@ -167,17 +176,27 @@ def render_junit(report: CheckReport) -> str:
     `new` and `skipped` metrics are JUnit skips (they were not gated); `info` rows pass.
     """
     failures, skipped = report.count(FAIL), report.count(SKIPPED) + report.count(NEW)
-    attrs = {"name": "asp check", "tests": str(len(report.rows)), "failures": str(failures),
-             "errors": "0", "skipped": str(skipped)}
+    attrs = {
+        "name": "asp check",
+        "tests": str(len(report.rows)),
+        "failures": str(failures),
+        "errors": "0",
+        "skipped": str(skipped),
+    }
     root = ET.Element("testsuites", attrs)
     suite = ET.SubElement(root, "testsuite", attrs)
     for row in report.rows:
-        case = ET.SubElement(suite, "testcase", {
-            "classname": f"asp.check.{row.metric.source}", "name": row.name, "time": "0"})
-        detail = (f"baseline {format_value(row, row.baseline)}, current {format_value(row, row.current)}, "
-                  f"delta {format_delta(row)}, budget {format_budget(row)}")
+        case = ET.SubElement(
+            suite, "testcase", {"classname": f"asp.check.{row.metric.source}", "name": row.name, "time": "0"}
+        )
+        detail = (
+            f"baseline {format_value(row, row.baseline)}, current {format_value(row, row.current)}, "
+            f"delta {format_delta(row)}, budget {format_budget(row)}"
+        )
         if row.status == FAIL:
-            failure = ET.SubElement(case, "failure", {"message": f"{row.name}: {row.message}", "type": "regression"})
+            failure = ET.SubElement(
+                case, "failure", {"message": f"{row.name}: {row.message}", "type": "regression"}
+            )
             failure.text = detail
         elif row.status in (SKIPPED, NEW):
             ET.SubElement(case, "skipped", {"message": row.message})
