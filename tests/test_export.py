@@ -182,3 +182,21 @@ def test_simplification_is_kept_only_when_parity_holds(tiny_cnn, tmp_path, monke
     _fake_onnxslim(monkeypatch, lambda model: model)
     assert onnx_export.simplify(path, accept) is True
     assert {p.key for p in onnx.load(str(path)).metadata_props} == {"asp_version"}
+
+
+@pytest.mark.parametrize("fmt_key", ["onnx", "tflite"])
+def test_surgically_pruned_model_exports_smaller_with_parity(fmt_key, tmp_path):
+    from asp_export.surgery import make_dead_channels, prune_model
+
+    dense = _model("tiny_resnet")
+    assert make_dead_channels(dense, 0.5, seed=0) > 0
+    pruned, _ = prune_model(dense, threshold=1e-6)
+    assert pruned.count_params() < dense.count_params()
+    fmt = FORMATS[fmt_key]
+    sizes = {}
+    for kind, model in (("dense", dense), ("pruned", pruned)):
+        path = tmp_path / fmt.filename(kind, "fp32")
+        _, result = _export_and_check(model, fmt_key, path, FileSpec(batch=fmt.default_batch))
+        assert result.passed, f"{kind}: {result.failures}"
+        sizes[kind] = path.stat().st_size
+    assert sizes["pruned"] < sizes["dense"]
