@@ -206,8 +206,8 @@ def _sequential_as_functional(cfg: dict, model) -> dict:
     return {
         "name": cfg.get("name", model.name),
         "layers": layers,
-        "input_layers": [[layers[0]["name"], 0, 0]],
-        "output_layers": [[prev, 0, 0]],
+        "input_layers": [layers[0]["name"], 0, 0],
+        "output_layers": [prev, 0, 0],
     }
 
 

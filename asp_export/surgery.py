@@ -448,7 +448,7 @@ def report_path(out: str | Path) -> Path:
 
 # ========================================================================= test support
 def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize_bn: bool = True):
-    """Kill a random `fraction` of the removable channels of `model` in place; returns their count.
+    """Kill a random `fraction` of each group's removable channels in place; returns the count.
 
     For tests and benchmarks (a freshly initialised model has no dead channels): BN
     statistics are first randomised (so BN is not a no-op), then for each chosen channel
@@ -467,10 +467,12 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
                             ).astype(x.dtype)
                 rec.obj.set_weights(w)
                 rec._weights = None
-    candidates = np.nonzero(~g.comp_frozen)[0]
-    chosen = rng.choice(candidates, size=int(round(fraction * candidates.size)), replace=False)
     dead = np.zeros(g.n_comp, dtype=bool)
-    dead[chosen] = True
+    for grp in g.groups:  # per group, never all of it, so min_channels=1 keeps nothing back
+        free = grp.comps[~g.comp_frozen[grp.comps]]
+        k = min(int(round(fraction * free.size)), free.size - 1)
+        if k > 0:
+            dead[rng.choice(free, size=k, replace=False)] = True
     for rec in g.flat.layers.values():
         kind = g.kinds.get(rec.name)
         if kind not in ("producer", "depthwise", "channelwise") or not rec.calls or rec.obj is None:
@@ -499,7 +501,7 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
         else:
             w = h.zero_out(rec.config, w, drop)
         layers[rec.name].set_weights(w)
-    return int(chosen.size)
+    return int(dead.sum())
 
 
 def _all_layers(model) -> dict:
