@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from asp_export._io import write_text_atomic
 from asp_export.check import BUDGETS, FORMATS, append_step_summary, render, run_check, write_baseline
 from asp_export.errors import CheckFailed
 
@@ -80,8 +81,6 @@ def command(
         return
     report = run_check(run_dir, baseline_path, budgets)
     if output is not None:
-        from asp_export._io import write_text_atomic
-
         write_text_atomic(output, render(report, fmt))
         click.echo(render(report, "table"), nl=False)
         click.echo(f"wrote {output}")
