@@ -365,6 +365,17 @@ def test_corrupt_cifar_files_name_the_file(tmp_path, case):
         load_dataset("cifar10", data_dir=tmp_path)
 
 
+def test_unreadable_file_is_a_data_error_naming_it(tmp_path, monkeypatch):
+    make_cifar10(tmp_path)
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod 000 does not stop root: simulate
+    with pytest.raises(DataError, match="data_batch_1.bin: cannot read \\(Permission denied\\)"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
 def test_cifar_augmentation_is_a_padded_crop_or_flip_and_only_on_train(tmp_path):
     make_cifar10(tmp_path)
     plain = load_dataset("cifar10", data_dir=tmp_path, val_fraction=0.0)

@@ -157,7 +157,7 @@ def load_dataset(
     if location and prefix.lower() + ":" in _PATH_SOURCES:
         prefix = prefix.lower() + ":"
         location = location.strip()
-        source = _PATH_SOURCES[prefix](location, data_dir)
+        source = _read_source(name, lambda: _PATH_SOURCES[prefix](location, data_dir))
         # the resolved path makes describe() reload the same data from any working directory
         canonical = prefix + str(Path(location).expanduser().resolve())
     else:
@@ -166,12 +166,24 @@ def load_dataset(
             if canonical in _PATH_SOURCES:
                 raise UserInputError(f"{name!r} needs a path: --data {canonical}/path/to/data.")
             raise unknown_name_error("dataset", name, list_datasets())
-        source = _SOURCES[canonical](data_dir)
+        source = _read_source(name, lambda: _SOURCES[canonical](data_dir))
     ds = build_dataset(
         canonical, source, input_shape=shape, val_fraction=val_fraction, seed=seed, augment=augment
     )
     log.info("loaded %r", ds)
     return ds
+
+
+def _read_source(name: str, read: Callable[[], SourceData]) -> SourceData:
+    # loaders name the file for every format problem; this catches the rest of what a file system
+    # can do (permissions, I/O errors, a directory where a file should be) in one place
+    try:
+        return read()
+    except OSError as err:
+        where = err.filename or name
+        raise DataError(
+            f"{where}: cannot read ({err.strerror or err}); check the path and its permissions."
+        ) from None
 
 
 def dataset_from_arrays(
