@@ -22,6 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("asp_export")
 
+# Subcommands that run TensorFlow; bench, check and models must work without it.
+_TENSORFLOW_COMMANDS = {"prune", "shrink", "export"}
+
 
 class _AspClickError(click.ClickException):
     def __init__(self, message: str, exit_code: int) -> None:
@@ -69,7 +72,8 @@ def _configure_logging(verbose: bool) -> None:
 @click.group(cls=AspGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--verbose", "-v", is_flag=True, help="Debug logging and full tracebacks on errors.")
 @click.version_option(asp_version(), prog_name="asp")
-def cli(verbose: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool) -> None:
     """asp: prune a Keras CNN with attention-guided group sparsity (GASL), rebuild it
     smaller, export it (ONNX, TFLite), benchmark it and guard it in CI.
 
@@ -78,6 +82,10 @@ def cli(verbose: bool) -> None:
     Quick start: asp prune --model gasl-mnist --data digits --epochs 5 --out runs/demo
     """
     _configure_logging(verbose)
+    if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS and not verbose and "--help" not in sys.argv:
+        from asp_export._tf import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
 
 
 def _register_commands() -> None:

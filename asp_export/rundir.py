@@ -99,8 +99,11 @@ class RunDir:
 
     # lifecycle ---------------------------------------------------------------
     @classmethod
-    def create(cls, root: str | Path, *, force: bool = False) -> RunDir:
-        """Prepare a fresh run directory; refuse to overwrite one unless `force`."""
+    def create(cls, root: str | Path, *, force: bool = False, dry_run: bool = False) -> RunDir:
+        """Prepare a fresh run directory; refuse to overwrite one unless `force`.
+
+        With `dry_run` only the refusal checks run and nothing is touched.
+        """
         run = cls(root)
         if run.root.exists() and not run.root.is_dir():
             raise RunDirError(f"{run.root} exists and is not a directory; choose another --out.")
@@ -110,7 +113,16 @@ class RunDir:
                     f"Run directory {run.root} already exists and is not empty; "
                     "pass --force to replace it, --resume to continue it, or choose another --out."
                 )
+            if not run.is_run_dir():
+                raise RunDirError(
+                    f"{run.root} is not empty and is not an asp run directory; --force only replaces run "
+                    "directories. Choose another --out."
+                )
+            if dry_run:
+                return run
             shutil.rmtree(run.root)
+        if dry_run:
+            return run
         run.root.mkdir(parents=True, exist_ok=True)
         return run
 

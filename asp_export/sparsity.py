@@ -270,13 +270,19 @@ def attach(model, config: SparsityConfig) -> Iterator[list[GroupedKernel]]:
             grouped.variable.regularizer = regularizer
 
 
-def soft_threshold_groups(kernel, reduce_axes: Sequence[int], threshold):
+def soft_threshold_groups(kernel, reduce_axes: Sequence[int], threshold, *, spare_strongest: bool = False):
     """Proximal operator of threshold * sum_g ||W_g||: shrink every group norm by
-    `threshold`, setting groups whose norm is below it to exactly zero."""
+    `threshold`, setting groups whose norm is below it to exactly zero.
+
+    With `spare_strongest` the layer's strongest group is left untouched, so a
+    layer can never lose all its groups (which would disconnect the network).
+    """
     from keras import ops
 
     norms = ops.sqrt(ops.sum(ops.square(kernel), axis=tuple(reduce_axes), keepdims=True))
     scale = ops.maximum(0.0, 1.0 - threshold / ops.maximum(norms, 1e-12))
+    if spare_strongest:
+        scale = ops.where(norms >= ops.max(norms), 1.0, scale)
     return kernel * ops.cast(scale, kernel.dtype)
 
 
@@ -303,7 +309,9 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
                 for grouped, weight in zip(kernels, weights):
                     variable = grouped.variable
                     threshold = learning_rate * (strength * weight)
-                    variable.assign(soft_threshold_groups(variable.value, grouped.reduce_axes, threshold))
+                    variable.assign(
+                        soft_threshold_groups(variable.value, grouped.reduce_axes, threshold, spare_strongest=True)
+                    )
 
             self._step = step
 

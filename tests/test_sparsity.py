@@ -81,6 +81,17 @@ def test_soft_threshold_zeroes_small_groups_and_shrinks_large_ones():
     np.testing.assert_allclose(out[0, 0, :, 1], [2.4, 3.2], rtol=1e-6)
 
 
+def test_soft_threshold_can_spare_the_strongest_group():
+    import keras
+
+    kernel = np.full((1, 1, 1, 3), 0.5, dtype=np.float32)
+    kernel[..., 2] = 0.6
+    out = np.asarray(
+        sparsity.soft_threshold_groups(keras.ops.convert_to_tensor(kernel), (0, 1, 2), 1.0, spare_strongest=True)
+    )
+    np.testing.assert_array_equal(out[0, 0, 0], [0.0, 0.0, 0.6])
+
+
 def test_proximal_training_makes_useless_groups_exactly_zero(keras_seed):
     """A linear toy regression needs one of 8 hidden neurons: most must collapse to exact zeros."""
     import keras

@@ -1,0 +1,354 @@
+"""`asp prune` end to end: train with GASL -> find dead groups -> rebuild smaller
+-> optionally fine-tune -> write the run directory.
+
+Each stage writes its artifact atomically and records progress in state.json,
+so `--resume` continues a killed run from its last epoch checkpoint; the cheap
+post-training stages (plan, surgery, evaluation) are simply recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from asp_export._io import atomic_path, write_json_atomic
+from asp_export.errors import RunDirError, UserInputError
+from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
+from asp_export.sparsity import SparsityConfig
+from asp_export.train import TrainConfig
+from asp_export.versions import asp_version, package_versions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SurgeryConfig:
+    """When a group counts as dead, and how the smaller network is shaped.
+
+    Args:
+        threshold: a group (filter/neuron) is dead when its L2 norm is at or
+            below this. The proximal solver sets dead groups to exactly zero,
+            so the default only has to be small; it matches the paper's
+            |w| <= 1e-3 element-wise rule.
+        round_to: round kept channels per group up to a multiple of this
+            (runtime-friendly widths); 1 keeps exactly the live channels.
+    """
+
+    threshold: float = 1e-3
+    round_to: int = 1
+    min_channels: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.threshold >= 0:
+            raise UserInputError(f"threshold must be >= 0, got {self.threshold}.")
+        if self.round_to < 1 or self.min_channels < 1:
+            raise UserInputError("--round-to and --min-channels must be >= 1.")
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Everything `asp prune` needs; the CLI builds exactly this object."""
+
+    model: str
+    out: str
+    data: str = "digits"
+    data_dir: str | None = None
+    input_shape: tuple[int, int, int] | None = None
+    val_fraction: float = 0.1
+    augment: bool = False
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
+        if self.finetune_epochs < 0:
+            raise UserInputError(f"finetune epochs must be >= 0, got {self.finetune_epochs}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["train"] = self.train.to_dict()
+        data["sparsity"] = self.sparsity.to_dict()
+        data["input_shape"] = list(self.input_shape) if self.input_shape else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruneOptions:
+        data = dict(data)
+        data["train"] = TrainConfig(**data["train"])
+        data["sparsity"] = SparsityConfig.from_dict(data["sparsity"])
+        data["surgery"] = SurgeryConfig(**data["surgery"])
+        if data.get("input_shape"):
+            data["input_shape"] = tuple(data["input_shape"])
+        return cls(**data)
+
+
+def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Run the whole prune pipeline into `options.out`; return the report dict."""
+    if resume:
+        run = RunDir.open(options.out)
+        options = PruneOptions.from_dict(read_json(run.config_json)["options"])
+        log.info("Resuming %s", run.root)
+    else:
+        RunDir.create(options.out, force=force, dry_run=True)  # refuse early, before any work
+
+    from asp_export import train
+
+    # Validate the model and the data before a run directory exists.
+    model_source = _model_source(options.model)
+    dataset = _load_data(options, model_source)
+    train.set_mixed_precision(options.train.mixed_precision)
+    train.set_determinism(options.train.seed)
+    strategy = train.make_strategy(options.train.strategy)
+    if not resume:
+        run = RunDir.create(options.out, force=force)
+
+    checkpoint = train.latest_checkpoint(run) if resume else None
+    with strategy.scope():
+        if checkpoint is not None:
+            epochs_done, path = checkpoint
+            log.info("Continuing from %s (epoch %d of %d)", path.name, epochs_done, options.train.epochs)
+            model = _load_checkpoint(path)
+        else:
+            epochs_done = 0
+            model = _build_model(options, model_source, dataset)
+            train.compile_model(model, options.train.learning_rate, from_logits=_emits_logits(model))
+
+    if not resume:
+        write_json_atomic(run.config_json, _config_record(options, model, model_source, dataset, strategy))
+
+    started = time.perf_counter()
+    train.fit(model, dataset, run, options.train, options.sparsity, initial_epoch=epochs_done)
+    training_seconds = time.perf_counter() - started + _previous_seconds(run, epochs_done)
+
+    dense = train.to_float32(model)
+    train.set_mixed_precision(False)
+    _save_model(dense, run.model_path("dense"))
+
+    report = _prune_and_evaluate(dense, dataset, run, options, strategy)
+    report.update(
+        model=options.model,
+        dataset=dataset.name,
+        method=options.sparsity.method,
+        seed=options.train.seed,
+        config=options.to_dict(),
+        versions=package_versions(),
+        devices=train.describe_devices(strategy),
+        training={"epochs": options.train.epochs, "seconds": round(training_seconds, 1)},
+    )
+    from asp_export.report import write_report
+
+    write_report(run, report)
+    train.write_state(run, complete=True)
+    return report
+
+
+# --- stages -------------------------------------------------------------------
+
+
+def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, strategy) -> dict[str, Any]:
+    import numpy as np
+
+    from asp_export import surgery, train
+    from asp_export.report import model_figures, structure_string
+    from asp_export.sparsity import elementwise_sparsity, grouped_kernels
+
+    batch = options.train.batch_size
+    from_logits = _emits_logits(dense)
+    dense_accuracy = evaluate(dense, dataset, batch, from_logits)
+
+    plan = surgery.plan(
+        dense,
+        threshold=options.surgery.threshold,
+        round_to=options.surgery.round_to,
+        min_channels=options.surgery.min_channels,
+    )
+    masked = surgery.mask(dense, plan)
+    masked_accuracy = evaluate(masked, dataset, batch, from_logits)
+    pruned = surgery.apply(dense, plan)
+    pruned_accuracy = evaluate(pruned, dataset, batch, from_logits)
+
+    probe = dataset.sample(min(64, dataset.n_test), split="test")
+    surgery_error = float(np.max(np.abs(masked(probe, training=False) - pruned(probe, training=False))))
+
+    finetuned = None
+    final = pruned
+    if options.finetune_epochs > 0:
+        with strategy.scope():
+            final = surgery.apply(dense, plan)
+            train.compile_model(
+                final, options.finetune_lr or options.train.learning_rate / 10, from_logits=from_logits
+            )
+        finetune_config = replace(options.train, epochs=options.finetune_epochs)
+        train.fit(
+            final, dataset, run, finetune_config, SparsityConfig(method="none"), stage="finetune", tensorboard=True
+        )
+        finetuned = {"accuracy": round(evaluate(final, dataset, batch, from_logits), 6)}
+    _save_model(final, run.model_path("pruned"))
+
+    before = {k.name: len(k.norms()) for k in grouped_kernels(dense)}
+    after = {k.name: len(k.norms()) for k in grouped_kernels(final)}
+    layers = [{"name": name, "groups_before": n, "groups_after": after.get(name, 0)} for name, n in before.items()]
+    pruned_figures = model_figures(final, accuracy=finetuned["accuracy"] if finetuned else pruned_accuracy,
+                                   path=run.model_path("pruned"))
+    return {
+        "dense": model_figures(dense, accuracy=dense_accuracy, path=run.model_path("dense")),
+        "masked": {"accuracy": round(masked_accuracy, 6)},
+        "pruned": pruned_figures,
+        "surgery": {
+            "accuracy_before_finetune": round(pruned_accuracy, 6),
+            "max_abs_diff_vs_masked": surgery_error,
+        },
+        "finetuned": finetuned,
+        "layers": layers,
+        "structure": structure_string(layers),
+        "elementwise_sparsity": round(elementwise_sparsity(dense), 6),
+        "plan": plan.to_dict(),
+    }
+
+
+def evaluate(model, dataset, batch_size: int, from_logits: bool = True) -> float:
+    """Top-1 accuracy on the test split."""
+    import keras
+    import numpy as np
+
+    correct = 0
+    total = 0
+    for x, y in dataset.test(batch_size):
+        logits = model(x, training=False)
+        correct += int(np.sum(np.argmax(keras.ops.convert_to_numpy(logits), axis=-1) == np.asarray(y)))
+        total += int(np.asarray(y).shape[0])
+    del from_logits  # argmax is the same for logits and probabilities
+    if total == 0:
+        raise UserInputError(f"The test split of {dataset.name} is empty; nothing to evaluate.")
+    return correct / total
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def _model_source(model: str) -> str:
+    if model.endswith(".keras") or Path(model).exists():
+        return "file"
+    from asp_export.models import get_model_entry
+
+    get_model_entry(model)  # unknown names fail here, with a did-you-mean
+    return "zoo"
+
+
+def _load_data(options: PruneOptions, model_source: str):
+    from asp_export.data import load_dataset
+
+    input_shape = options.input_shape
+    if input_shape is None:
+        if model_source == "zoo":
+            from asp_export.models import get_model_entry
+
+            input_shape = get_model_entry(options.model).default_input_shape
+        else:
+            from asp_export.keras_io import load_keras_model
+
+            input_shape = tuple(load_keras_model(options.model).input_shape[1:])
+    return load_dataset(
+        options.data,
+        data_dir=options.data_dir,
+        input_shape=input_shape,
+        val_fraction=options.val_fraction,
+        seed=options.train.seed,
+        augment=options.augment,
+    )
+
+
+def _build_model(options: PruneOptions, model_source: str, dataset):
+    if model_source == "zoo":
+        from asp_export.models import create_model
+
+        return create_model(options.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    from asp_export.keras_io import load_keras_model
+
+    model = load_keras_model(options.model)
+    outputs = model.output_shape[-1]
+    if outputs != dataset.num_classes:
+        raise UserInputError(
+            f"{options.model} has {outputs} outputs but {dataset.name} has {dataset.num_classes} classes; "
+            "give a model whose last layer matches the dataset."
+        )
+    return model
+
+
+def _emits_logits(model) -> bool:
+    """False when the model ends in a softmax (then the loss takes probabilities)."""
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", str(activation))
+    return not (type(last).__name__ == "Softmax" or name == "softmax")
+
+
+def _load_checkpoint(path: Path):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=True, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - any load failure means an unusable checkpoint
+        raise RunDirError(f"Checkpoint {path} cannot be loaded ({err}); delete it to resume from the one before.") from None
+
+
+def _save_model(model, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(tmp, include_optimizer=False)
+
+
+def _previous_seconds(run: RunDir, epochs_done: int) -> float:
+    if not epochs_done or not run.state_json.exists():
+        return 0.0
+    history = read_json(run.state_json).get("history", [])
+    return float(sum(h.get("seconds", 0.0) for h in history if h["epoch"] <= epochs_done))
+
+
+def _config_record(options: PruneOptions, model, model_source: str, dataset, strategy) -> dict[str, Any]:
+    from asp_export.train import describe_devices
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "asp_version": asp_version(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": options.model,
+        "model_source": model_source,
+        "data": dataset.describe(),
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "seed": options.train.seed,
+        "method": options.sparsity.method,
+        "options": options.to_dict(),
+        "versions": package_versions(),
+        "devices": describe_devices(strategy),
+    }
+
+
+_TRAIN_KEYS = {"epochs", "batch_size", "learning_rate", "steps_per_epoch", "seed", "mixed_precision", "strategy"}
+_SPARSITY_KEYS = {
+    "method", "lambda_group", "lambda_var", "solver", "prox_scale", "group_weighting", "include_classifier", "exclude",
+}
+_SURGERY_KEYS = {"threshold", "round_to", "min_channels"}
+
+
+def options_from_cli(flat: dict[str, Any], resume_dir: str | None = None) -> PruneOptions:
+    """Build PruneOptions from the CLI's flat options; unset options keep library defaults."""
+    flat = dict(flat)
+    if resume_dir:
+        return PruneOptions(model=flat.get("model", "gasl-mnist"), out=resume_dir)
+    train_config = TrainConfig(**{k: flat.pop(k) for k in list(flat) if k in _TRAIN_KEYS})
+    sparsity_config = SparsityConfig(**{k: flat.pop(k) for k in list(flat) if k in _SPARSITY_KEYS})
+    surgery_config = SurgeryConfig(**{k: flat.pop(k) for k in list(flat) if k in _SURGERY_KEYS})
+    model = flat.pop("model", "gasl-mnist")
+    data = flat.pop("data", "digits")
+    out = flat.pop("out", None) or f"runs/{Path(model).stem}-{data.replace(':', '-').replace('/', '_')}"
+    return PruneOptions(
+        model=model, data=data, out=out, train=train_config, sparsity=sparsity_config, surgery=surgery_config, **flat
+    )

@@ -1,0 +1,91 @@
+"""report.json and report.md: what `asp prune` measured, in one place.
+
+report.json is the record later stages and `asp check` read; report.md is the
+same figures for people. Accuracies are fractions in [0, 1]; FLOPs are
+2 x multiply-accumulates (asp_export.flops).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asp_export._io import write_json_atomic, write_text_atomic
+from asp_export.rundir import SCHEMA_VERSION, RunDir
+
+
+def model_figures(model, *, accuracy: float | None, path=None) -> dict[str, Any]:
+    """Accuracy, params, FLOPs and file size of one model."""
+    from asp_export.flops import count
+
+    counted = count(model)
+    figures = {
+        "accuracy": None if accuracy is None else round(float(accuracy), 6),
+        "params": int(counted.params),
+        "flops": int(counted.flops),
+        "macs": int(counted.macs),
+    }
+    if path is not None and path.exists():
+        figures["size_bytes"] = path.stat().st_size
+    return figures
+
+
+def structure_string(layers: list[dict]) -> str:
+    """Kept groups per regularised layer, e.g. "3-11-109" (the paper's notation)."""
+    return "-".join(str(layer["groups_after"]) for layer in layers)
+
+
+def write_report(run: RunDir, report: dict[str, Any]) -> None:
+    report = {"schema_version": SCHEMA_VERSION, **report}
+    write_json_atomic(run.report_json, report)
+    write_text_atomic(run.report_md, render_markdown(report))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} %"
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return str(value)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    dense, pruned, masked = report["dense"], report.get("pruned") or {}, report.get("masked") or {}
+    lines = [
+        f"# asp prune: {report['model']} on {report['dataset']}",
+        "",
+        f"Method **{report['method']}**, seed {report['seed']}, {report['training']['epochs']} epochs"
+        f" ({report['training']['seconds']:.0f} s on {report['devices']['device']}).",
+        "",
+        "| model | accuracy | params | FLOPs | file |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| dense (as trained) | {_pct(dense.get('accuracy'))} | {_count(dense.get('params'))} | "
+        f"{_count(dense.get('flops'))} | {_count(dense.get('size_bytes'))}B |",
+        f"| dense, dead groups zeroed | {_pct(masked.get('accuracy'))} | | | |",
+    ]
+    if pruned:
+        lines.append(
+            f"| pruned (rebuilt) | {_pct(pruned.get('accuracy'))} | {_count(pruned.get('params'))} | "
+            f"{_count(pruned.get('flops'))} | {_count(pruned.get('size_bytes'))}B |"
+        )
+    if report.get("finetuned"):
+        lines.append(f"| pruned, fine-tuned | {_pct(report['finetuned'].get('accuracy'))} | | | |")
+    lines += ["", f"Structure (kept groups per layer): **{report['structure']}**"]
+    if pruned.get("flops") and dense.get("flops"):
+        lines.append(
+            f"; {dense['flops'] / pruned['flops']:.2f}x fewer FLOPs, {dense['params'] / pruned['params']:.2f}x fewer params."
+        )
+    lines += [
+        "",
+        f"Element-wise sparsity (the paper's metric, |w| <= 1e-3): {_pct(report['elementwise_sparsity'])}.",
+        "",
+        "| layer | groups before | groups after |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {layer['name']} | {layer['groups_before']} | {layer['groups_after']} |" for layer in report["layers"]]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""The training loop: GASL sparsity training with checkpoints, resume and tf.distribute.
+
+Epochs are driven one `fit` call at a time, each with its own shuffle seed
+(seed + epoch), so a run resumed from the checkpoint of epoch N sees exactly
+the batches an uninterrupted run would have seen. After every epoch the loss
+is checked for NaN/Inf, and only then is the checkpoint written (atomically),
+so the last checkpoint on disk is always a good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from asp_export._io import atomic_path, write_json_atomic
+from asp_export.errors import TrainingError, UserInputError
+from asp_export.rundir import SCHEMA_VERSION, RunDir
+from asp_export.sparsity import SparsityConfig, attach, make_proximal_callback
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Defaults: Adam, batch 100 (the paper's), lr 1e-3."""
+
+    epochs: int = 20
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    steps_per_epoch: int | None = None
+    seed: int = 0
+    mixed_precision: bool = False
+    strategy: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise UserInputError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.batch_size < 1:
+            raise UserInputError(f"batch size must be >= 1, got {self.batch_size}.")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise UserInputError(f"learning rate must be a finite number > 0, got {self.learning_rate}.")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise UserInputError(f"steps per epoch must be >= 1, got {self.steps_per_epoch}.")
+        if self.strategy not in STRATEGIES:
+            raise UserInputError(f"Unknown strategy {self.strategy!r}; valid: {', '.join(STRATEGIES)}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- devices and strategies ---------------------------------------------------
+
+
+def make_strategy(name: str):
+    """The tf.distribute strategy for `name`; `auto` mirrors over several GPUs, else default."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "none"
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UserInputError(
+                "--strategy multi-worker needs TF_CONFIG describing the cluster; see docs/distributed.md."
+            )
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserInputError(f"Unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}.")
+
+
+def describe_devices(strategy) -> dict:
+    """What training ran on, for config.json."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    details = []
+    for gpu in gpus:
+        try:
+            details.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except (RuntimeError, ValueError):
+            details.append(gpu.name)
+    return {
+        "strategy": type(strategy).__name__,
+        "num_replicas": int(strategy.num_replicas_in_sync),
+        "gpus": details,
+        "device": "GPU" if gpus else "CPU",
+        "logical_devices": [d.name for d in tf.config.list_logical_devices()],
+    }
+
+
+def set_determinism(seed: int) -> None:
+    """Same seed on CPU -> same weights -> same report."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    try:
+        tf.config.experimental.enable_op_determinism()
+    except AttributeError:  # pragma: no cover - very old TF
+        pass
+
+
+def set_mixed_precision(enabled: bool) -> None:
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16" if enabled else "float32")
+
+
+def to_float32(model):
+    """A float32 copy of a model trained under mixed precision (for saving and export)."""
+    import keras
+
+    if all(getattr(layer.dtype_policy, "name", "float32") == "float32" for layer in model.layers):
+        return model
+    config = model.get_config()
+    for layer in config["layers"]:
+        layer["config"]["dtype"] = "float32"
+    clone = keras.Model.from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+# --- checkpoints and state ----------------------------------------------------
+
+
+def checkpoint_path(run: RunDir, epoch: int) -> Path:
+    return run.checkpoints / f"epoch-{epoch:03d}.keras"
+
+
+def latest_checkpoint(run: RunDir) -> tuple[int, Path] | None:
+    """(epochs completed, path) of the newest complete checkpoint, if any."""
+    if not run.checkpoints.is_dir():
+        return None
+    found = []
+    for path in run.checkpoints.glob("epoch-*.keras"):
+        try:
+            found.append((int(path.stem.split("-")[1]), path))
+        except (IndexError, ValueError):
+            continue
+    return max(found) if found else None
+
+
+def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    with atomic_path(checkpoint_path(run, epoch)) as tmp:
+        model.save(tmp, include_optimizer=True)
+    for old_epoch in range(epoch - CHECKPOINTS_KEPT, 0, -1):
+        stale = checkpoint_path(run, old_epoch)
+        if not stale.exists():
+            break
+        stale.unlink()
+
+
+def write_state(run: RunDir, **fields) -> None:
+    state = {"schema_version": SCHEMA_VERSION}
+    if run.state_json.exists():
+        import json
+
+        state.update(json.loads(run.state_json.read_text()))
+    state.update(fields)
+    write_json_atomic(run.state_json, state)
+
+
+# --- the loop -----------------------------------------------------------------
+
+
+def compile_model(model, learning_rate: float, *, from_logits: bool = True) -> None:
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=["accuracy"],
+    )
+
+
+def fit(
+    model,
+    dataset,
+    run: RunDir,
+    train_config: TrainConfig,
+    sparsity_config: SparsityConfig,
+    *,
+    initial_epoch: int = 0,
+    stage: str = "train",
+    tensorboard: bool = True,
+) -> list[dict]:
+    """Train `model` (already compiled) on `dataset` with GASL, epoch by epoch.
+
+    Writes a checkpoint per epoch (the last `CHECKPOINTS_KEPT` are kept) and
+    `state.json`; raises `TrainingError` on a NaN/Inf loss, leaving the last
+    good checkpoint in place.
+
+    Returns:
+        One dict of metrics per epoch trained (loss, accuracy, val_loss, val_accuracy, seconds).
+    """
+    import keras
+
+    history: list[dict] = []
+    verbose = 1 if _interactive() else 2
+    with attach(model, sparsity_config) as kernels:
+        callbacks = []
+        if sparsity_config.solver == "proximal" and sparsity_config.effective_lambda_group > 0 and kernels:
+            callbacks.append(make_proximal_callback(kernels, sparsity_config))
+        if tensorboard:
+            callbacks.append(
+                keras.callbacks.TensorBoard(log_dir=str(run.logs / stage), write_graph=False, update_freq="epoch")
+            )
+        validation = dataset.val(train_config.batch_size) if dataset.n_val else None
+        for epoch in range(initial_epoch, train_config.epochs):
+            repeat = train_config.steps_per_epoch is not None
+            batches = dataset.train(
+                train_config.batch_size, shuffle=True, seed=train_config.seed + epoch, repeat=repeat
+            )
+            started = time.perf_counter()
+            result = model.fit(
+                batches,
+                validation_data=validation,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                steps_per_epoch=train_config.steps_per_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the tf.data pipeline is already shuffled with a per-epoch seed
+                verbose=verbose,
+            )
+            metrics = {key: float(values[-1]) for key, values in result.history.items()}
+            metrics["epoch"] = epoch + 1
+            metrics["seconds"] = round(time.perf_counter() - started, 3)
+            if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
+                raise TrainingError(
+                    f"{stage}: loss became {metrics.get('loss')} in epoch {epoch + 1}; stopped. "
+                    f"The last good checkpoint is kept in {run.checkpoints}. "
+                    "Lower --lr or --lambda-var, or check the data for NaN/Inf."
+                )
+            history.append(metrics)
+            if stage == "train":
+                _save_checkpoint(model, run, epoch + 1)
+                write_state(run, epochs_completed=epoch + 1, history=_all_history(run, history, initial_epoch))
+            log.info(
+                "%s epoch %d/%d: loss %.4f acc %.4f%s (%.1fs)",
+                stage,
+                epoch + 1,
+                train_config.epochs,
+                metrics.get("loss", float("nan")),
+                metrics.get("accuracy", float("nan")),
+                f" val_acc {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else "",
+                metrics["seconds"],
+            )
+    return history
+
+
+def _all_history(run: RunDir, new: list[dict], initial_epoch: int) -> list[dict]:
+    import json
+
+    old: list[dict] = []
+    if initial_epoch and run.state_json.exists():
+        old = [h for h in json.loads(run.state_json.read_text()).get("history", []) if h["epoch"] <= initial_epoch]
+    return old + new
+
+
+def _interactive() -> bool:
+    import sys
+
+    return sys.stderr.isatty()

@@ -1,0 +1,84 @@
+"""`asp prune`: train with GASL, rebuild the network without its dead filters, write a run dir."""
+
+from __future__ import annotations
+
+import click
+
+from asp_export.sparsity import METHODS, SOLVERS, WEIGHTINGS
+from asp_export.train import STRATEGIES
+
+
+def _input_shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected H,W,C such as 28,28,1, got {value!r}") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise click.BadParameter(f"expected three positive sizes H,W,C, got {value!r}")
+    return shape
+
+
+@click.command("prune")
+@click.option("--model", "model", default="gasl-mnist", show_default=True,
+              help="Zoo model name (see `asp models`) or a .keras file (loaded in safe mode).")
+@click.option("--data", default="digits", show_default=True,
+              help="digits, mnist, fashion-mnist, cifar10, cifar100 or folder:PATH.")
+@click.option("--data-dir", type=click.Path(file_okay=True), help="Folder holding the dataset's official files.")
+@click.option("--input-shape", callback=_input_shape, help="H,W,C the model is built for (zoo models).")
+@click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
+@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue the killed run in this directory.")
+@click.option("--method", type=click.Choice(METHODS), help="gasl (default), ssl (lambda_var=0) or none.")
+@click.option("--lambda-group", type=float, help="Group-lasso weight.  [default: 1e-3]")
+@click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
+@click.option("--solver", type=click.Choice(SOLVERS), help="How group lasso is applied.  [default: proximal]")
+@click.option("--prox-scale", type=float, help="Proximal strength multiplier (docs/method.md).  [default: 1000]")
+@click.option("--group-weighting", type=click.Choice(WEIGHTINGS), help="Per-layer weight of the proximal shrink.")
+@click.option("--include-classifier", is_flag=True, default=None, help="Also regularise the output layer.")
+@click.option("--exclude", multiple=True, help="Layer name never regularised or pruned (repeatable).")
+@click.option("--threshold", type=float, help="A group is dead when its L2 norm is <= this.  [default: 1e-3]")
+@click.option("--round-to", type=int, help="Round kept channels up to a multiple of N.  [default: 1]")
+@click.option("--epochs", type=int, help="Training epochs.  [default: 20]")
+@click.option("--batch-size", type=int, help="Global batch size.  [default: 100]")
+@click.option("--lr", "learning_rate", type=float, help="Adam learning rate.  [default: 1e-3]")
+@click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the data).")
+@click.option("--seed", type=int, help="Random seed; same seed on CPU gives the same report.  [default: 0]")
+@click.option("--val-fraction", type=float, help="Share of train held out for validation.  [default: 0.1]")
+@click.option("--augment", is_flag=True, default=None, help="CIFAR-style crop+flip augmentation.")
+@click.option("--finetune-epochs", type=int, help="Fine-tune the pruned model for N epochs.  [default: 0]")
+@click.option("--finetune-lr", type=float, help="Fine-tuning learning rate.  [default: lr/10]")
+@click.option("--mixed-precision", is_flag=True, default=None, help="Train in mixed float16 (GPU).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), help="tf.distribute strategy.  [default: auto]")
+def command(**options):
+    """Train a model with attention-guided group sparsity, then rebuild it without its dead filters.
+
+    \b
+    Writes RUN_DIR/config.json, dense.keras, pruned.keras, report.json, report.md,
+    checkpoints/ (resume with --resume RUN_DIR) and logs/ (TensorBoard).
+    Example: asp prune --model gasl-mnist --data digits --epochs 5 --out runs/demo
+    """
+    from asp_export.pipeline import options_from_cli, run_prune
+
+    resume_dir = options.pop("resume_dir")
+    force = options.pop("force")
+    if resume_dir and force:
+        raise click.UsageError("--resume and --force contradict each other; use one.")
+    prune_options = options_from_cli({k: v for k, v in options.items() if v not in (None, ())}, resume_dir)
+    report = run_prune(prune_options, force=force, resume=bool(resume_dir))
+    click.echo(_summary(report, prune_options.out))
+
+
+def _summary(report: dict, out: str) -> str:
+    dense, pruned = report["dense"], report["pruned"]
+    lines = [
+        f"dense accuracy   {100 * dense['accuracy']:.2f} %",
+        f"masked accuracy  {100 * report['masked']['accuracy']:.2f} %  (dead groups zeroed)",
+        f"pruned accuracy  {100 * pruned['accuracy']:.2f} %  (rebuilt{', fine-tuned' if report.get('finetuned') else ''})",
+        f"structure        {report['structure']}",
+        f"FLOPs            {dense['flops']:,} -> {pruned['flops']:,}  ({dense['flops'] / max(pruned['flops'], 1):.2f}x fewer)",
+        f"params           {dense['params']:,} -> {pruned['params']:,}  ({dense['params'] / max(pruned['params'], 1):.2f}x fewer)",
+        f"run directory    {out}  (next: asp export {out})",
+    ]
+    return "\n".join(lines)
