@@ -54,8 +54,17 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = {(e["format"], e["precision"], e["model"]): e for e in result.entries}
     print(f"run: {args.run_dir}   data: {result.manifest['data']}   total wall time: {wall:.1f} s")
-    header = ("format", "precision", "dense_KB", "pruned_KB", "size_ratio", "params_ratio", "dense_s", "pruned_s",
-              "parity")
+    header = (
+        "format",
+        "precision",
+        "dense_KB",
+        "pruned_KB",
+        "size_ratio",
+        "params_ratio",
+        "dense_s",
+        "pruned_s",
+        "parity",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for fmt in FORMATS.values():
@@ -66,7 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             cells = [fmt.key, precision]
             cells += [f"{e['size_bytes'] / 1024:.1f}" if e else "-" for e in (dense, pruned)]
             if dense and pruned:
-                cells += [f"{pruned['size_bytes'] / dense['size_bytes']:.3f}", f"{pruned['params'] / dense['params']:.3f}"]
+                cells += [
+                    f"{pruned['size_bytes'] / dense['size_bytes']:.3f}",
+                    f"{pruned['params'] / dense['params']:.3f}",
+                ]
             else:
                 cells += ["-", "-"]
             cells += [f"{e['export_seconds']:.2f}" if e else "-" for e in (dense, pruned)]

@@ -45,32 +45,94 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
 
 @click.command("export")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--format", "-f", "formats", multiple=True, type=_Choice([*FORMATS, "all"], "format"),
-              help="Format to write (repeatable). Default: all.")
-@click.option("--precision", "-p", "precisions", multiple=True, type=_Choice(PRECISIONS, "precision"),
-              help="Precision (repeatable): fp32, fp16, int8 (full-integer), dynamic (int8 weights). "
-                   "Default: each format's defaults (onnx fp32; tflite fp32, fp16, int8).")
-@click.option("--calibration-samples", type=int, default=200, show_default=True,
-              help="Training samples used to calibrate int8.")
-@click.option("--int8-io/--float-io", default=False, show_default=True,
-              help="int8 TFLite: int8 input and output tensors (else float32 with quantize ops inside).")
+@click.option(
+    "--format",
+    "-f",
+    "formats",
+    multiple=True,
+    type=_Choice([*FORMATS, "all"], "format"),
+    help="Format to write (repeatable). Default: all.",
+)
+@click.option(
+    "--precision",
+    "-p",
+    "precisions",
+    multiple=True,
+    type=_Choice(PRECISIONS, "precision"),
+    help="Precision (repeatable): fp32, fp16, int8 (full-integer), dynamic (int8 weights). "
+    "Default: each format's defaults (onnx fp32; tflite fp32, fp16, int8).",
+)
+@click.option(
+    "--calibration-samples",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Training samples used to calibrate int8.",
+)
+@click.option(
+    "--int8-io/--float-io",
+    default=False,
+    show_default=True,
+    help="int8 TFLite: int8 input and output tensors (else float32 with quantize ops inside).",
+)
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
-@click.option("--batch", type=_Batch(), default=None,
-              help="'dynamic' or a fixed batch size. Default: ONNX/SavedModel dynamic, TFLite 1.")
-@click.option("--models", callback=_split_models, metavar="dense,pruned",
-              help="Models of a run directory to export. Default: whichever exist.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Export directory. Default: RUN_DIR/export (export/ beside a bare .keras).")
-@click.option("--parity-samples", type=int, default=256, show_default=True,
-              help="Samples each file is checked on (the run's test split; synthetic for a bare .keras).")
-@click.option("--rtol", "--tolerance", "rtol", type=float, default=None,
-              help="fp32/fp16: max logit difference relative to the logit scale (default 1e-4 / 1e-2).")
+@click.option(
+    "--batch",
+    type=_Batch(),
+    default=None,
+    help="'dynamic' or a fixed batch size. Default: ONNX/SavedModel dynamic, TFLite 1.",
+)
+@click.option(
+    "--models",
+    callback=_split_models,
+    metavar="dense,pruned",
+    help="Models of a run directory to export. Default: whichever exist.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Export directory. Default: RUN_DIR/export (export/ beside a bare .keras).",
+)
+@click.option(
+    "--parity-samples",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Samples each file is checked on (the run's test split; synthetic for a bare .keras).",
+)
+@click.option(
+    "--rtol",
+    "--tolerance",
+    "rtol",
+    type=float,
+    default=None,
+    help="fp32/fp16: max logit difference relative to the logit scale (default 1e-4 / 1e-2).",
+)
 @click.option("--atol", type=float, default=None, help="fp32/fp16: also cap the absolute logit difference.")
-@click.option("--min-top1", type=float, default=None,
-              help="int8/dynamic: minimum top-1 agreement with Keras (default 0.98).")
+@click.option(
+    "--min-top1",
+    type=float,
+    default=None,
+    help="int8/dynamic: minimum top-1 agreement with Keras (default 0.98).",
+)
 @click.option("--force", is_flag=True, help="Replace files this export would write if they already exist.")
-def command(source: Path, formats, precisions, calibration_samples, int8_io, opset, batch, models, out,
-            parity_samples, rtol, atol, min_top1, force) -> None:
+def command(
+    source: Path,
+    formats,
+    precisions,
+    calibration_samples,
+    int8_io,
+    opset,
+    batch,
+    models,
+    out,
+    parity_samples,
+    rtol,
+    atol,
+    min_top1,
+    force,
+) -> None:
     """Export SOURCE (a run directory or a .keras file) and check every file in its runtime.
 
     \b

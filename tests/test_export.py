@@ -26,7 +26,6 @@ N = 24  # parity samples: not a multiple of typical batches, so chunking is exer
 
 def _model(name: str):
     import keras
-
     from asp_export.models import create_model
 
     keras.utils.set_random_seed(0)
@@ -77,7 +76,9 @@ def test_fp32_file_matches_keras_in_its_runtime(fmt_key, tiny_cnn, fp32_sizes, t
 def test_zoo_models_export_with_parity(name, fmt_key, tmp_path):
     model = _model(name)
     fmt = FORMATS[fmt_key]
-    _, result = _export_and_check(model, fmt_key, tmp_path / f"m{fmt.suffix}", FileSpec(batch=fmt.default_batch))
+    _, result = _export_and_check(
+        model, fmt_key, tmp_path / f"m{fmt.suffix}", FileSpec(batch=fmt.default_batch)
+    )
     assert result.passed, f"{name} {fmt_key}: {result.failures}"
 
 
@@ -140,8 +141,9 @@ def test_sequential_models_are_wrapped_for_tf2onnx(tmp_path):
 
     from asp_export.export.source import as_functional
 
-    seq = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
-                            keras.layers.Dense(3)])
+    seq = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
     _, result = _export_and_check(as_functional(seq), "onnx", tmp_path / "s.onnx", FileSpec())
     assert result.passed
 

@@ -35,11 +35,24 @@ def run_template(tmp_path_factory):
     """A run directory as `asp prune` leaves it: config.json, dense.keras and a narrower pruned.keras."""
     run = RunDir(tmp_path_factory.mktemp("template") / "run")
     run.root.mkdir()
-    write_json_atomic(run.config_json, {
-        "schema_version": 1, "model": "inline-cnn",
-        "data": {"name": "digits", "data_dir": None, "input_shape": list(SHAPE), "val_fraction": 0.1, "seed": 0},
-        "input_shape": list(SHAPE), "num_classes": 10, "seed": 0, "method": "gasl",
-    })
+    write_json_atomic(
+        run.config_json,
+        {
+            "schema_version": 1,
+            "model": "inline-cnn",
+            "data": {
+                "name": "digits",
+                "data_dir": None,
+                "input_shape": list(SHAPE),
+                "val_fraction": 0.1,
+                "seed": 0,
+            },
+            "input_shape": list(SHAPE),
+            "num_classes": 10,
+            "seed": 0,
+            "method": "gasl",
+        },
+    )
     _classifier((8, 16), seed=0).save(run.model_path("dense"))
     _classifier((3, 5), seed=1).save(run.model_path("pruned"))
     return run
@@ -91,7 +104,9 @@ def test_pruned_onnx_agrees_with_pruned_keras_independently(run_dir):
     result = _invoke(run_dir.root, "--format", "onnx", "--models", "pruned", *FAST)
     assert result.exit_code == 0, result.output
     x = np.random.default_rng(7).uniform(size=(16, *SHAPE)).astype(np.float32)
-    session = ort.InferenceSession(str(run_dir.export_dir / "pruned.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(run_dir.export_dir / "pruned.onnx"), providers=["CPUExecutionProvider"]
+    )
     assert session.get_providers() == ["CPUExecutionProvider"]
     ours = session.run(None, {"input": x})[0]
     theirs = np.asarray(keras.saving.load_model(run_dir.model_path("pruned"), compile=False)(x))
@@ -112,8 +127,20 @@ def test_existing_files_are_not_overwritten_without_force(run_dir):
 
 def test_a_second_export_keeps_earlier_unchanged_entries(run_dir):
     assert _invoke(run_dir.root, "--format", "onnx", "--models", "dense", *FAST).exit_code == 0
-    result = _invoke(run_dir.root, "--format", "tflite", "--precision", "int8", "--models", "dense",
-                     "--calibration-samples", "32", "--min-top1", "0.9", *FAST)
+    result = _invoke(
+        run_dir.root,
+        "--format",
+        "tflite",
+        "--precision",
+        "int8",
+        "--models",
+        "dense",
+        "--calibration-samples",
+        "32",
+        "--min-top1",
+        "0.9",
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     files = {(f["format"], f["precision"]) for f in _manifest(run_dir)["files"]}
     assert files == {("onnx", "fp32"), ("tflite", "int8")}
@@ -141,8 +168,18 @@ def test_converter_failure_names_the_format_and_continues(run_dir, monkeypatch):
         raise RuntimeError("Unsupported ops: Counter({'Zorp': 1}) at functional/conv2/Zorp")
 
     monkeypatch.setattr(onnx_export, "export", broken)
-    result = _invoke(run_dir.root, "--format", "onnx", "--format", "tflite", "--precision", "fp32",
-                     "--models", "dense", *FAST)
+    result = _invoke(
+        run_dir.root,
+        "--format",
+        "onnx",
+        "--format",
+        "tflite",
+        "--precision",
+        "fp32",
+        "--models",
+        "dense",
+        *FAST,
+    )
     assert result.exit_code == 1
     assert "onnx conversion failed at layer 'conv2', op Zorp" in result.output
     manifest = _manifest(run_dir)

@@ -57,7 +57,8 @@ def test_docs_formats_md_holds_the_generated_table():
 
 
 @pytest.mark.parametrize(
-    ("precision", "rel", "top1"), [("fp32", 1e-4, None), ("fp16", 1e-2, None), ("int8", None, 0.98), ("dynamic", None, 0.98)]
+    ("precision", "rel", "top1"),
+    [("fp32", 1e-4, None), ("fp16", 1e-2, None), ("int8", None, 0.98), ("dynamic", None, 0.98)],
 )
 def test_default_tolerances_by_precision(precision, rel, top1):
     tol = default_tolerance(precision)
@@ -88,7 +89,9 @@ def test_relative_difference_is_taken_against_the_logit_scale():
 def test_top1_agreement_and_accuracy_drop_with_labels():
     ref = np.eye(4)
     cand = np.eye(4)[[0, 1, 2, 0]]  # last sample flips
-    result = compare(ref, cand, default_tolerance("int8"), labels=np.array([0, 1, 2, 3]), data="test split of x")
+    result = compare(
+        ref, cand, default_tolerance("int8"), labels=np.array([0, 1, 2, 3]), data="test split of x"
+    )
     assert result.top1_agreement == 0.75
     assert not result.passed
     assert result.keras_accuracy == 1.0 and result.file_accuracy == 0.75
@@ -116,15 +119,29 @@ def test_fixed_batch_runs_in_padded_chunks():
 def test_converter_failure_names_format_layer_and_op():
     err = RuntimeError("tf2onnx failed\nUnsupported ops: Counter({'FancyOp': 1}) in functional/conv2/FancyOp")
     message = describe_failure("onnx", err, ["conv1", "conv2"])
-    assert message.startswith("onnx conversion failed at layer 'conv2', op FancyOp: RuntimeError: tf2onnx failed")
+    assert message.startswith(
+        "onnx conversion failed at layer 'conv2', op FancyOp: RuntimeError: tf2onnx failed"
+    )
     assert "\n" not in message
 
 
 def _entry(**parity):
-    return {"model": "dense", "format": "onnx", "precision": "fp32", "path": "export/dense.onnx",
-            "size_bytes": 1, "sha256": "0" * 64,
-            "parity": {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "top1_agreement": 1.0, "n_samples": 1,
-                       "passed": True, **parity}}
+    return {
+        "model": "dense",
+        "format": "onnx",
+        "precision": "fp32",
+        "path": "export/dense.onnx",
+        "size_bytes": 1,
+        "sha256": "0" * 64,
+        "parity": {
+            "max_abs_diff": 0.0,
+            "max_rel_diff": 0.0,
+            "top1_agreement": 1.0,
+            "n_samples": 1,
+            "passed": True,
+            **parity,
+        },
+    }
 
 
 def test_manifest_validation_names_the_missing_field(tmp_path):

@@ -64,6 +64,8 @@ def describe_failure(fmt_key: str, err: BaseException, layer_names: Iterable[str
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
     if len(first_line) > 200:
         first_line = first_line[:197] + "..."
-    where = ", ".join(part for part in (f"layer {layer!r}" if layer else "", f"op {op}" if op else "") if part)
+    where = ", ".join(
+        part for part in (f"layer {layer!r}" if layer else "", f"op {op}" if op else "") if part
+    )
     where = f" at {where}" if where else ""
     return f"{fmt_key} conversion failed{where}: {type(err).__name__}: {first_line}"

@@ -172,7 +172,8 @@ def require_available(fmt: ExportFormat) -> None:
     if missing:
         raise UserInputError(
             f"Format {fmt.key!r} needs {', '.join(missing)}, which cannot be imported here; "
-            f"install it (pip install {' '.join(m.replace('_', '-') for m in missing)}) or choose another --format."
+            f"install it (pip install {' '.join(m.replace('_', '-') for m in missing)}) "
+            "or choose another --format."
         )
 
 

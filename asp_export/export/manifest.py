@@ -110,8 +110,10 @@ def merge_previous(manifest_path: Path, root: Path, entries: list[dict[str, Any]
         if file.exists() and artifact_sha256(file) == entry["sha256"]:
             kept.append(entry)
         else:
-            log.warning("dropping %s from the manifest: the file is missing or changed since it was checked",
-                        entry["path"])
+            log.warning(
+                "dropping %s from the manifest: the file is missing or changed since it was checked",
+                entry["path"],
+            )
     return kept
 
 

@@ -106,7 +106,9 @@ def simplify(path: Path, accept: Callable[[Path], bool]) -> bool:
             if not accept(tmp):
                 raise _Rejected
     except _Rejected:
-        log.warning("onnxslim changed the outputs of %s beyond tolerance; keeping the converter's graph", path.name)
+        log.warning(
+            "onnxslim changed the outputs of %s beyond tolerance; keeping the converter's graph", path.name
+        )
         return False
     return True
 

@@ -85,7 +85,9 @@ class ExportOptions:
     def __post_init__(self) -> None:
         for name in ("parity_samples", "calibration_samples"):
             if int(getattr(self, name)) < 1:
-                raise UserInputError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+                raise UserInputError(
+                    f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}."
+                )
         if not 7 <= int(self.opset) <= MAX_OPSET:
             raise UserInputError(f"opset must be between 7 and {MAX_OPSET} (17 is tested), got {self.opset}.")
         if self.batch is not None and self.batch != "dynamic":
@@ -123,12 +125,16 @@ class ExportResult:
         return not self.failures and not self.failed_files
 
     def failure_message(self) -> str:
-        parts = [f"{e['path']} failed parity ({'; '.join(e['parity']['failures'])})" for e in self.failed_files]
+        parts = [
+            f"{e['path']} failed parity ({'; '.join(e['parity']['failures'])})" for e in self.failed_files
+        ]
         parts += [f["error"] for f in self.failures]
         return "; ".join(parts)
 
 
-def export_run(source: str | Path, options: ExportOptions | None = None, *, strict: bool = True) -> ExportResult:
+def export_run(
+    source: str | Path, options: ExportOptions | None = None, *, strict: bool = True
+) -> ExportResult:
     """Export a run directory (or a .keras file) to every requested format and check each file.
 
     Args:
@@ -159,8 +165,9 @@ def export_run(source: str | Path, options: ExportOptions | None = None, *, stri
 
     entries: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    samples = None
+    samples: Samples | None = None
     calibration = None
+    x = labels = None
     data_desc = "synthetic"
     for model_file in src.models:
         model = load_model(model_file.path)
@@ -168,19 +175,18 @@ def export_run(source: str | Path, options: ExportOptions | None = None, *, stri
         if samples is None:
             samples = Samples(src, shape)
             x, labels, data_desc = samples.parity(options.parity_samples)
-            calibration = None
             if any(p == "int8" for _, p in jobs):
                 calibration, calib_desc = samples.calibration(options.calibration_samples)
                 log.info("int8 calibration on %d samples (%s)", len(calibration), calib_desc)
             log.info("parity on %d samples (%s)", len(x), data_desc)
         elif tuple(samples.input_shape) != shape:
-            raise UserInputError(f"{model_file.path} expects input {shape}, the other model {samples.input_shape}.")
-        reference = keras_logits(model, x)
+            raise UserInputError(
+                f"{model_file.path} expects input {shape}, the other model {samples.input_shape}."
+            )
+        ref = _Reference(x, keras_logits(model, x), labels, data_desc)
         params, flops = _count(model)
-        layer_names = [layer.name for layer in model.layers]
         metadata = _metadata(src, model_file.kind, model_file.path, params, flops, shape)
         for fmt, precision in jobs:
-            path = targets[(model_file.label, fmt.key, precision)]
             spec = FileSpec(
                 precision=precision,
                 batch=options.batch_for(fmt),
@@ -189,51 +195,23 @@ def export_run(source: str | Path, options: ExportOptions | None = None, *, stri
                 calibration=calibration if precision == "int8" else None,
                 metadata={**metadata, "precision": precision},
             )
-            tolerance = default_tolerance(precision, rtol=options.rtol, atol=options.atol, min_top1=options.min_top1)
-            module = importlib.import_module(fmt.module)
-            started = time.perf_counter()
+            path = targets[(model_file.label, fmt.key, precision)]
             try:
-                io = module.export(model, path, spec)
-            except Exception as err:  # noqa: BLE001 - one failing converter must not stop the others
-                message = f"{model_file.kind} {precision}: {describe_failure(fmt.key, err, layer_names)}"
-                log.error("%s %s %s -> FAILED: %s", fmt.key, precision, model_file.kind, message)
-                log.debug("converter traceback", exc_info=True)
-                failures.append({"model": model_file.kind, "format": fmt.key, "precision": precision,
-                                 "error": message})
+                entry = _export_file(model, model_file, fmt, spec, path, ref, options)
+            except _ConversionFailed as failed:
+                failures.append(failed.record)
                 continue
-            seconds = time.perf_counter() - started
-
-            def judge(candidate: Path, fmt=fmt, tolerance=tolerance) -> ParityResult:
-                return check_file(fmt, candidate, x, reference, tolerance, labels=labels, data=data_desc)
-
-            parity = _run_parity(judge, path, fmt.key, data_desc)
-            if options.simplify and parity.passed and hasattr(module, "simplify"):
-                if module.simplify(path, lambda candidate, judge=judge: judge(candidate).passed):
-                    parity = judge(path)
-            entry = {
-                "model": model_file.kind,
-                "format": fmt.key,
-                "precision": precision,
-                "path": relative_path(path, root),
-                "size_bytes": artifact_size(path),
-                "sha256": artifact_sha256(path),
-                "batch": "dynamic" if spec.batch is None else spec.batch,
-                "input": io["input"],
-                "output": io["output"],
-                "params": params,
-                "flops": flops,
-                "source": str(model_file.path.resolve()),
-                "export_seconds": round(seconds, 3),
-                "parity": parity.to_dict(),
-            }
-            if fmt.key == "onnx":
-                entry["opset"] = options.opset
-            if precision == "int8":
-                entry["int8_io"] = options.int8_io
-                entry["calibration_samples"] = len(calibration)
+            entry.update(params=params, flops=flops, path=relative_path(path, root))
             entries.append(entry)
-            log.info("%s %s %s -> %s (%s) parity %s", fmt.key, precision, model_file.kind, entry["path"],
-                     _human_size(entry["size_bytes"]), parity.summary())
+            log.info(
+                "%s %s %s -> %s (%s) parity %s",
+                fmt.key,
+                precision,
+                model_file.kind,
+                entry["path"],
+                _human_size(entry["size_bytes"]),
+                ParityResult(**entry["parity"]).summary(),
+            )
 
     manifest_path = out / MANIFEST_NAME
     kept = merge_previous(manifest_path, root, entries)
@@ -251,14 +229,86 @@ def export_run(source: str | Path, options: ExportOptions | None = None, *, stri
     return result
 
 
-def export_model(model_path: str | Path, options: ExportOptions | None = None, *, strict: bool = True) -> ExportResult:
+def export_model(
+    model_path: str | Path, options: ExportOptions | None = None, *, strict: bool = True
+) -> ExportResult:
     """Export one .keras file (checked on synthetic inputs unless it sits in a run directory).
 
     Same as `export_run`; kept as the explicit entry point for a single model file.
     """
     if not Path(model_path).is_file():
-        raise UserInputError(f"{model_path} is not a file; give a .keras model (or use export_run for a run dir).")
+        raise UserInputError(
+            f"{model_path} is not a file; give a .keras model (or use export_run for a run dir)."
+        )
     return export_run(model_path, options, strict=strict)
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """The samples and the Keras model's logits on them, shared by every file of one model."""
+
+    x: Any
+    logits: Any
+    labels: Any
+    data: str
+
+
+class _ConversionFailed(Exception):
+    def __init__(self, record: dict[str, Any]) -> None:
+        super().__init__(record["error"])
+        self.record = record
+
+
+def _export_file(
+    model, model_file, fmt: ExportFormat, spec: FileSpec, path: Path, ref: _Reference, options: ExportOptions
+) -> dict[str, Any]:
+    """Convert one file, run it in its runtime, and return its manifest entry (without path/params)."""
+    tolerance = default_tolerance(
+        spec.precision, rtol=options.rtol, atol=options.atol, min_top1=options.min_top1
+    )
+    module = importlib.import_module(fmt.module)
+    started = time.perf_counter()
+    try:
+        io = module.export(model, path, spec)
+    except Exception as err:  # noqa: BLE001 - one failing converter must not stop the others
+        layer_names = [layer.name for layer in model.layers]
+        message = f"{model_file.kind} {spec.precision}: {describe_failure(fmt.key, err, layer_names)}"
+        log.error("%s %s %s -> FAILED: %s", fmt.key, spec.precision, model_file.kind, message)
+        log.debug("converter traceback", exc_info=True)
+        raise _ConversionFailed(
+            {"model": model_file.kind, "format": fmt.key, "precision": spec.precision, "error": message}
+        ) from None
+    seconds = time.perf_counter() - started
+
+    def judge(candidate: Path) -> ParityResult:
+        return check_file(fmt, candidate, ref.x, ref.logits, tolerance, labels=ref.labels, data=ref.data)
+
+    parity = _run_parity(judge, path, fmt.key, ref.data)
+    if options.simplify and parity.passed and hasattr(module, "simplify"):
+        if module.simplify(path, lambda candidate: judge(candidate).passed):
+            parity = judge(path)
+    entry: dict[str, Any] = {
+        "model": model_file.kind,
+        "format": fmt.key,
+        "precision": spec.precision,
+        "path": str(path),
+        "size_bytes": artifact_size(path),
+        "sha256": artifact_sha256(path),
+        "batch": "dynamic" if spec.batch is None else spec.batch,
+        "input": io["input"],
+        "output": io["output"],
+        "params": None,
+        "flops": None,
+        "source": str(model_file.path.resolve()),
+        "export_seconds": round(seconds, 3),
+        "parity": parity.to_dict(),
+    }
+    if fmt.key == "onnx":
+        entry["opset"] = spec.opset
+    if spec.precision == "int8":
+        entry["int8_io"] = spec.int8_io
+        entry["calibration_samples"] = len(spec.calibration)
+    return entry
 
 
 def _plan(options: ExportOptions) -> list[tuple[ExportFormat, str]]:
@@ -290,7 +340,9 @@ def _prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise RunDirError(f"Cannot create output directory {out}: {err.strerror or err}; choose another --out.") from None
+        raise RunDirError(
+            f"Cannot create output directory {out}: {err.strerror or err}; choose another --out."
+        ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise RunDirError(f"Output directory {out} is not writable; choose another --out.")
 
@@ -298,9 +350,12 @@ def _prepare_out(out: Path) -> None:
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not force:
-        names = ", ".join(p.name for p in existing[:3]) + (f" and {len(existing) - 3} more" if len(existing) > 3 else "")
+        names = ", ".join(p.name for p in existing[:3]) + (
+            f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        )
         raise RunDirError(
-            f"{existing[0].parent} already holds {names}; pass --force to replace them or choose another --out."
+            f"{existing[0].parent} already holds {names}; "
+            "pass --force to replace them or choose another --out."
         )
     for path in existing:
         log.info("replacing %s (--force)", path)
@@ -314,7 +369,12 @@ def _run_parity(judge, path: Path, fmt_key: str, data: str) -> ParityResult:
         log.debug("runtime traceback", exc_info=True)
         nan = float("nan")
         return ParityResult(
-            max_abs_diff=nan, max_rel_diff=nan, top1_agreement=0.0, n_samples=0, data=data, passed=False,
+            max_abs_diff=nan,
+            max_rel_diff=nan,
+            top1_agreement=0.0,
+            n_samples=0,
+            data=data,
+            passed=False,
             failures=[f"{fmt_key} runtime could not run the file: {type(err).__name__}: {first[:200]}"],
         )
 
@@ -333,7 +393,9 @@ def _count(model) -> tuple[int, int | None]:
         return params, None
 
 
-def _metadata(src: ExportSource, kind: str, path: Path, params: int, flops: int | None, shape) -> dict[str, str]:
+def _metadata(
+    src: ExportSource, kind: str, path: Path, params: int, flops: int | None, shape
+) -> dict[str, str]:
     meta = {
         "asp_version": asp_version(),
         "source": str(src.path.resolve()),

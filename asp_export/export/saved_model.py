@@ -36,8 +36,8 @@ def _signature(path: Path):
     import tensorflow as tf
 
     function = tf.saved_model.load(str(path)).signatures[SIGNATURE]
-    (name, spec), = function.structured_input_signature[1].items()
-    (out_name, out_spec), = function.structured_outputs.items()
+    ((name, spec),) = function.structured_input_signature[1].items()
+    ((out_name, out_spec),) = function.structured_outputs.items()
     return function, name, spec, out_name, out_spec
 
 

@@ -80,7 +80,9 @@ def resolve_source(path: str | Path, models: list[str] | None = None) -> ExportS
         if kind not in MODEL_KINDS:
             raise unknown_name_error("model kind", kind, MODEL_KINDS)
     if not path.exists():
-        raise RunDirError(f"{path} does not exist; give a run directory written by `asp prune` or a .keras file.")
+        raise RunDirError(
+            f"{path} does not exist; give a run directory written by `asp prune` or a .keras file."
+        )
     if path.is_file():
         if path.suffix != ".keras":
             raise UserInputError(
@@ -103,10 +105,16 @@ def resolve_source(path: str | Path, models: list[str] | None = None) -> ExportS
             "finish `asp prune` for this run or drop it from --models."
         )
     if not present:
-        raise RunDirError(f"{run.root} has neither dense.keras nor pruned.keras; run `asp prune` to completion first.")
+        raise RunDirError(
+            f"{run.root} has neither dense.keras nor pruned.keras; run `asp prune` to completion first."
+        )
     if missing:
-        log.warning("%s has no %s; exporting %s only", run.root,
-                    ", ".join(f"{k}.keras" for k in missing), ", ".join(m.kind for m in present))
+        log.warning(
+            "%s has no %s; exporting %s only",
+            run.root,
+            ", ".join(f"{k}.keras" for k in missing),
+            ", ".join(m.kind for m in present),
+        )
     return ExportSource(path=run.root, is_run=True, models=present, config=config, missing=missing)
 
 
@@ -189,8 +197,11 @@ class Samples:
             return load_dataset(**data)
         except Exception as err:  # noqa: BLE001 - fall back, loudly; the manifest records 'synthetic'
             self._dataset_error = f"{type(err).__name__}: {err}"
-            log.warning("cannot load the run's dataset %r (%s); checking on SYNTHETIC inputs",
-                        data.get("name"), self._dataset_error)
+            log.warning(
+                "cannot load the run's dataset %r (%s); checking on SYNTHETIC inputs",
+                data.get("name"),
+                self._dataset_error,
+            )
             return None
 
     def parity(self, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
