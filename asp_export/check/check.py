@@ -271,9 +271,14 @@ def compare_one(name: str, metric: Metric, baseline: Any, current: Any, budget: 
         msg = "" if ok else f"dropped {drop_pp:.2f} pp > {budget:g} pp allowed"
         return Row(name, metric, PASS if ok else FAIL, baseline, current, delta, delta_pct, budget, msg)
     if metric.direction == "lower":
-        limit = baseline * (1 + budget / 100.0)
+        limit = baseline * (1 + budget / 100.0) + spec.slack
         ok = current <= limit * (1 + _EPS) + _EPS
-        msg = "" if ok else f"{format_pct(delta_pct, budget)} > +{budget:g}% allowed"
+        if spec.slack:
+            unit = " B" if metric.unit == "bytes" else ""
+            msg = f"{delta:+,}{unit} ({format_pct(delta_pct)}) > +{budget:g}% + {spec.slack:,g}{unit} allowed"
+        else:
+            msg = f"{format_pct(delta_pct, budget)} > +{budget:g}% allowed"
+        msg = "" if ok else msg
     else:
         limit = baseline * (1 - budget / 100.0)
         ok = current >= limit * (1 - _EPS) - _EPS

@@ -75,7 +75,11 @@ def format_budget(row: Row) -> str:
         return "-"
     if BUDGETS[row.metric.budget].kind == "points":
         return f"drop <= {row.budget:g} pp"
-    return f"<= +{row.budget:g}%" if direction == "lower" else f">= -{row.budget:g}%"
+    slack = BUDGETS[row.metric.budget].slack
+    if direction == "lower":
+        unit = " B" if row.metric.unit == "bytes" else ""
+        return f"<= +{row.budget:g}% +{slack:,g}{unit}" if slack else f"<= +{row.budget:g}%"
+    return f">= -{row.budget:g}%"
 
 
 def format_status(row: Row) -> str:
