@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("asp_export")
 
-# Subcommands that run TensorFlow; bench, check and models must work without it.
-_TENSORFLOW_COMMANDS = {"prune", "shrink", "export"}
+# Subcommands that always run TensorFlow; bench and check must work without it.
+_TENSORFLOW_COMMANDS = {"prune", "shrink", "export", "models"}
 
 
 class _AspClickError(click.ClickException):

@@ -207,9 +207,9 @@ def fit(
     import keras
 
     history: list[dict] = []
-    verbose = 1 if _interactive() else 2
+    verbose = 1 if _interactive() else 0  # non-interactive: one log line per epoch (below)
     with attach(model, sparsity_config) as kernels:
-        callbacks = []
+        callbacks = [_progress_bar(train_config.epochs)] if verbose else []
         if sparsity_config.solver == "proximal" and sparsity_config.effective_lambda_group > 0 and kernels:
             callbacks.append(make_proximal_callback(kernels, sparsity_config))
         if tensorboard:
@@ -266,6 +266,17 @@ def _all_history(run: RunDir, new: list[dict], initial_epoch: int) -> list[dict]
     if initial_epoch and run.state_json.exists():
         old = [h for h in json.loads(run.state_json.read_text()).get("history", []) if h["epoch"] <= initial_epoch]
     return old + new
+
+
+def _progress_bar(total_epochs: int):
+    """Keras' progress bar, but counting epochs of the whole run, not of one fit call."""
+    import keras
+
+    class ProgressBar(keras.callbacks.ProgbarLogger):
+        def set_params(self, params):
+            super().set_params({**params, "epochs": total_epochs})
+
+    return ProgressBar()
 
 
 def _interactive() -> bool:
