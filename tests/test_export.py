@@ -96,6 +96,12 @@ def test_onnx_file_is_checked_named_and_carries_metadata(tiny_cnn, tmp_path):
     assert {op.version for op in proto.opset_import if op.domain in ("", "ai.onnx")} == {17}
 
 
+def test_dynamic_batch_tflite_is_resized_to_the_samples(tiny_cnn, tmp_path):
+    io, result = _export_and_check(tiny_cnn, "tflite", tmp_path / "d.tflite", FileSpec(batch=None))
+    assert io["input"]["shape"][0] is None
+    assert result.passed and result.n_samples == N
+
+
 def test_fixed_batch_onnx_runs_in_chunks(tiny_cnn, tmp_path):
     io, result = _export_and_check(tiny_cnn, "onnx", tmp_path / "b5.onnx", FileSpec(batch=5))
     assert io["input"]["shape"][0] == 5

@@ -197,6 +197,28 @@ def test_missing_pruned_model_is_reported_and_dense_exported(run_dir):
     assert "has no pruned.keras" in asked.output
 
 
+def test_a_model_file_inside_a_run_dir_is_exported_with_the_runs_data(run_dir):
+    result = _invoke(run_dir.model_path("pruned"), "--format", "onnx", *FAST)
+    assert result.exit_code == 0, result.output
+    manifest = _manifest(run_dir)
+    assert manifest["data"] == "test split of digits"
+    assert [(f["model"], f["path"]) for f in manifest["files"]] == [("pruned", "export/pruned.onnx")]
+
+
+def test_force_retracts_replaced_entries_before_rewriting(run_dir, monkeypatch):
+    from asp_export.export import onnx as onnx_export
+
+    assert _invoke(run_dir.root, "--format", "onnx", *FAST).exit_code == 0
+
+    def killed(model, path, spec):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx_export, "export", killed)
+    result = _invoke(run_dir.root, "--format", "onnx", "--models", "dense", "--force", *FAST)
+    assert result.exit_code == 130
+    assert [f["path"] for f in _manifest(run_dir)["files"]] == ["export/pruned.onnx"]
+
+
 def test_bare_keras_file_uses_synthetic_inputs_and_says_so(tmp_path):
     _classifier((4, 4), seed=2).save(tmp_path / "net.keras")
     result = _invoke(tmp_path / "net.keras", "--format", "saved_model", *FAST)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +165,16 @@ def test_directory_artifacts_hash_their_contents(tmp_path):
     before = artifact_sha256(tmp_path / "a")
     (tmp_path / "a" / "x.pb").write_bytes(b"2")
     assert artifact_sha256(tmp_path / "a") != before
+
+
+def test_the_export_package_and_its_help_do_not_import_tensorflow():
+    code = (
+        "import sys\n"
+        "import asp_export.export\n"
+        "from asp_export.cli import cli\n"
+        "try:\n    cli(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules, 'TensorFlow imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, "export", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--precision" in done.stdout

@@ -117,6 +117,25 @@ def merge_previous(manifest_path: Path, root: Path, entries: list[dict[str, Any]
     return kept
 
 
+def retract(manifest_path: Path, paths: set[str]) -> None:
+    """Drop entries for `paths` from an existing manifest before those files are replaced.
+
+    Called before `--force` rewrites files, so an export killed half-way leaves a
+    manifest that lists only files it still describes correctly.
+    """
+    if not manifest_path.is_file():
+        return
+    try:
+        previous = read_manifest(manifest_path)
+    except RunDirError:
+        return  # merge_previous warns about it when the new manifest is written
+    kept = [e for e in previous["files"] if e["path"] not in paths]
+    if len(kept) != len(previous["files"]):
+        previous["files"] = kept
+        previous["all_passed"] = not previous.get("failures") and all(e["parity"]["passed"] for e in kept)
+        write_json_atomic(manifest_path, previous)
+
+
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     validate(manifest, path)
     write_json_atomic(path, manifest)

@@ -35,6 +35,7 @@ from asp_export.export.manifest import (
     build_manifest,
     merge_previous,
     relative_path,
+    retract,
     write_manifest,
 )
 from asp_export.export.parity import ParityResult, check_file, default_tolerance, keras_logits
@@ -162,6 +163,7 @@ def export_run(
     _prepare_out(out)
     targets = {(m.label, f.key, p): out / f.filename(m.label, p) for m in src.models for f, p in jobs}
     _refuse_overwrite(list(targets.values()), options.force)
+    retract(out / MANIFEST_NAME, {relative_path(p, root) for p in targets.values()})
 
     entries: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
