@@ -7,11 +7,13 @@ Two sources:
     python benchmarks/bench_latency.py --resnet56  # ResNet-56, inner block widths cut by surgery
 
 The ResNet-56 variant builds `create_model("resnet56")` (random weights: latency does not depend on how
-well a model is trained), zeroes the inner channels of every basic block (conv1 output -> bn1 -> conv2
-input) that a target width drops, lets `asp_export.surgery` find and remove those dead channels, exports
-dense and pruned with `asp export`'s library to ONNX and TFLite (fp32), and benchmarks them with
-`asp bench`'s library. It does this twice: inner widths 8-16-32 (aligned to 8) and 7-15-29 (unaligned,
-slightly fewer FLOPs), which shows what channel alignment (`round_to`) does to real speed.
+well a model is trained), kills the inner channels of every basic block (conv1 output -> bn1 -> conv2
+input) beyond --keep (default 7-14-23 of 16-32-64), lets `asp_export.surgery.plan(threshold, round_to)`
+find those dead channels and `surgery.apply` remove them, exports dense and pruned with `asp export`'s
+library to ONNX and TFLite (fp32, dynamic batch), and benchmarks them with `asp bench`'s library. It does
+this for each --round-to (default 1 and 8): round_to 1 keeps the unaligned widths 7-14-23 (2.5x fewer
+FLOPs), round_to 8 keeps back channels up to 8-16-24 (2.2x fewer FLOPs) -- which shows what channel
+alignment does to real speed. Run one --round-to per call to stay under a few minutes each.
 
 Prints, per runtime and batch: dense and pruned p50, speedup, FLOPs ratio and efficiency (speedup /
 FLOPs ratio; goal >= 0.8 at batch 32). Full reports land in <work dir>/bench/ (bench.md, latency.png,
@@ -33,7 +35,7 @@ from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
 
 GOAL_EFFICIENCY = 0.8
 STAGE_WIDTHS = (16, 32, 64)
-VARIANTS = {"aligned": (8, 16, 32), "unaligned": (7, 15, 29)}
+DEFAULT_KEEP = (7, 14, 23)
 
 
 def bench_dir(run_dir: Path, args: argparse.Namespace) -> dict:
@@ -122,7 +124,7 @@ def zero_inner_channels(model, keep: tuple[int, int, int]) -> int:
     return dead
 
 
-def build_resnet56_run(work: Path, keep: tuple[int, int, int]) -> Path:
+def build_resnet56_run(work: Path, keep: tuple[int, ...], round_to: int) -> Path:
     """dense.keras + surgically pruned pruned.keras + export/ (ONNX, TFLite fp32) in `work`."""
     import keras
     from asp_export.models import create_model
@@ -134,19 +136,18 @@ def build_resnet56_run(work: Path, keep: tuple[int, int, int]) -> Path:
     keras.utils.set_random_seed(0)
     dense = create_model("resnet56", input_shape=(32, 32, 3), num_classes=10)
     zero_inner_channels(dense, keep)
-    plan = surgery.plan(dense, threshold=1e-12)
+    plan = surgery.plan(dense, threshold=1e-12, round_to=round_to)
     pruned = surgery.apply(dense, plan)
     dense_flops, pruned_flops = flops.count(dense).flops, flops.count(pruned).flops
     ratio = dense_flops / pruned_flops
+    inner = {layer.filters for layer in pruned.layers if layer.name.endswith("_conv1")}
+    widths = "-".join(str(w) for w in sorted(inner))
     print(
-        f"resnet56 inner widths {'-'.join(map(str, keep))}: FLOPs {dense_flops:,} -> {pruned_flops:,} "
-        f"({ratio:.2f}x fewer)"
+        f"resnet56 round_to {round_to}: inner widths {widths} (of 16-32-64), "
+        f"FLOPs {dense_flops:,} -> {pruned_flops:,} ({ratio:.2f}x fewer)"
     )
     if ratio < 2.0:
-        print(
-            "  warning: less than 2x fewer FLOPs; surgery did not remove every zeroed channel",
-            file=sys.stderr,
-        )
+        print("  warning: less than 2x fewer FLOPs; choose a smaller --keep", file=sys.stderr)
     dense.save(work / "dense.keras")
     pruned.save(work / "pruned.keras")
     report = {
@@ -154,7 +155,7 @@ def build_resnet56_run(work: Path, keep: tuple[int, int, int]) -> Path:
         "model": "resnet56",
         "dense": {"flops": dense_flops},
         "pruned": {"flops": pruned_flops},
-        "plan": plan.to_dict() if hasattr(plan, "to_dict") else None,
+        "plan": plan.to_dict(),
     }
     (work / "report.json").write_text(json.dumps(report, indent=2, default=str))
     # dynamic batch: asp export's TFLite default (batch 1) cannot be resized to batch 32
@@ -166,14 +167,18 @@ def build_resnet56_run(work: Path, keep: tuple[int, int, int]) -> Path:
     return work
 
 
+def _ints(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", nargs="?", default="runs/demo", help="run directory with an export")
     parser.add_argument("--resnet56", action="store_true", help="build, prune and export ResNet-56 instead")
-    parser.add_argument(
-        "--work", default="runs/bench-resnet56", help="work directory of the ResNet-56 variant"
-    )
-    parser.add_argument("--batch", type=lambda s: [int(b) for b in s.split(",")], default=[1, 32])
+    parser.add_argument("--work", default="runs/bench-resnet56", help="work directory of the ResNet-56 runs")
+    parser.add_argument("--keep", type=_ints, default=list(DEFAULT_KEEP), help="inner widths left alive")
+    parser.add_argument("--round-to", type=_ints, default=[1, 8], help="surgery round_to values to compare")
+    parser.add_argument("--batch", type=_ints, default=[1, 32])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--iterations", type=int, default=50)
@@ -192,17 +197,14 @@ def main(argv: list[str] | None = None) -> int:
 
         import asp_export.surgery  # noqa: F401
     except ImportError as err:
-        print(
-            f"ResNet-56 variant needs asp_export.surgery ({err}); benchmark a run dir instead.",
-            file=sys.stderr,
-        )
+        print(f"the ResNet-56 variant needs asp_export.surgery ({err}); bench a run dir.", file=sys.stderr)
         return 2
     if "resnet56" not in list_models():
-        print("ResNet-56 variant needs the resnet56 zoo model.", file=sys.stderr)
+        print("the ResNet-56 variant needs the resnet56 zoo model.", file=sys.stderr)
         return 2
-    for name, keep in VARIANTS.items():
-        work = build_resnet56_run(Path(args.work) / name, keep)
-        print_summary(f"resnet56 {name} inner widths {'-'.join(map(str, keep))}", bench_dir(work, args))
+    for round_to in args.round_to:
+        work = build_resnet56_run(Path(args.work) / f"round_to_{round_to}", tuple(args.keep), round_to)
+        print_summary(f"resnet56 round_to {round_to}", bench_dir(work, args))
         print(f"report: {work / 'bench' / 'bench.md'}")
     return 0
 

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asp_export.bench.runtimes import RUNTIMES, Loaded, detect_format, runtime_for_format
+from asp_export.bench.runtimes import (
+    ORT_ALLOW_SPINNING,
+    RUNTIMES,
+    Loaded,
+    detect_format,
+    runtime_for_format,
+)
 from asp_export.bench.stats import Measurement, TimingPolicy, measure_interleaved, speedup_interval, summarize
 from asp_export.errors import RunDirError, UserInputError
 from asp_export.rundir import RunDir, read_json
@@ -309,6 +315,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
             "min_time_s": config.policy.min_time_s,
             "max_time_s": config.policy.max_time_s,
             "block": config.policy.block,
+            "ort_allow_spinning": ORT_ALLOW_SPINNING,
         },
         "rows": rows,
         "pairs": pairs,

@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 _SEED = 0
 
+#: onnxruntime's intra-op threads spin-wait after each run by default. asp turns that off: dense and pruned
+#: sessions live in one process, and one session's spinning threads steal the cores the other needs; on a
+#: busy 2-core machine a ResNet-56 at batch 1 measured 14.5 ms with spinning vs 2.6 ms without.
+ORT_ALLOW_SPINNING = False
+
 
 @dataclass
 class Loaded:
@@ -109,6 +114,7 @@ def ort_session_options(threads: int | None, *, profile_prefix: str | None = Non
     options.inter_op_num_threads = 1
     if threads:
         options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ORT_ALLOW_SPINNING else "0")
     if profile_prefix:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
