@@ -423,8 +423,9 @@ class ChannelGraph:
     ``comp_unsafe`` (masking would not make it zero where it is consumed).
     """
 
-    def __init__(self, flat: FlatModel, *, norms: dict | None = None, exclude=()) -> None:
+    def __init__(self, flat: FlatModel, *, norms: dict | None = None, exclude=(), warn: bool = True) -> None:
         self.flat = flat
+        self.unknown: dict[str, list[str]] = {}  # class name -> layer names the graph does not know
         self.calls = _topo_calls(flat)
         self.shapes = _resolve_shapes(flat, self.calls)
         self.base: dict[TRef, int] = {}
@@ -441,6 +442,13 @@ class ChannelGraph:
         self._norms_override = dict(norms or {})
         self._exclude = set(exclude)
         self._build()
+        if warn:
+            for cls, names in self.unknown.items():
+                shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                log.warning(
+                    "Layer %s (%s) is not known to asp's channel graph; the channels flowing through %s are kept.",
+                    shown, cls, "it" if len(names) == 1 else "them",
+                )
 
     # ---- element helpers
     def width(self, ref: TRef) -> int:
@@ -565,11 +573,9 @@ class ChannelGraph:
 
     def _kind_of(self, rec: LayerRec, call: Call, h: Handler | None, outs: list) -> tuple[str, str]:
         if h is None:
-            if rec.name not in self.layer_reason:
-                log.warning(
-                    "Layer %r (%s) is not known to asp's channel graph; the channels flowing through it "
-                    "are kept.", rec.name, rec.class_name,
-                )
+            names = self.unknown.setdefault(rec.class_name, [])
+            if rec.name not in names:
+                names.append(rec.name)
             return "frozen", f"unknown layer type {rec.class_name}"
         if h.kind == "input":
             return "input", ""
@@ -849,13 +855,14 @@ def _elementwise_const(cls: str, xs: list[np.ndarray], has_broadcast: bool) -> n
     return np.full(xs[0].shape, np.nan)
 
 
-def build_graph(model, *, norms: dict | None = None, exclude=()) -> ChannelGraph:
+def build_graph(model, *, norms: dict | None = None, exclude=(), warn: bool = True) -> ChannelGraph:
     """Build the channel-dependency graph of a Keras model.
 
     Args:
         model: a functional or Sequential ``keras.Model`` (nested models are flattened).
         norms: optional ``{layer_name: per-output-channel array}`` replacing computed norms.
         exclude: layer names whose output channels are all kept.
+        warn: log a warning naming the layers of unknown type (their channels are kept).
 
     Returns:
         The `ChannelGraph`; ``print(graph)`` lists its groups.
@@ -871,4 +878,4 @@ def build_graph(model, *, norms: dict | None = None, exclude=()) -> ChannelGraph
         from asp_export.errors import unknown_name_error
 
         raise unknown_name_error("layer", unknown[0], flat.layers)
-    return ChannelGraph(flat, norms=norms, exclude=exclude)
+    return ChannelGraph(flat, norms=norms, exclude=exclude, warn=warn)

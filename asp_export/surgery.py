@@ -325,7 +325,7 @@ def apply(model, plan: Plan):
     Raises:
         UserInputError: the plan does not match the model.
     """
-    g = build_graph(model, exclude=plan.exclude)
+    g = build_graph(model, exclude=plan.exclude, warn=False)
     keep = _comp_keep(g, plan)
     shapes, configs = _new_configs(g, keep)
     new = _rebuild(g, shapes, configs)
@@ -358,7 +358,7 @@ def mask(model, plan: Plan):
     gamma). This is the test oracle of `apply` and the "masked" model `asp prune` reports.
     Nested models come back flattened, like `apply`.
     """
-    g = build_graph(model, exclude=plan.exclude)
+    g = build_graph(model, exclude=plan.exclude, warn=False)
     keep = _comp_keep(g, plan)
     new = _rebuild(g, dict(g.shapes), {})
     for rec in g.flat.layers.values():
@@ -456,7 +456,7 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
     the BN outputs exactly zero. `plan(model, threshold=1e-6)` then finds these channels.
     """
     rng = np.random.default_rng(seed)
-    g = build_graph(model)
+    g = build_graph(model, warn=False)
     layers = _all_layers(model)
     if randomize_bn:
         for rec in g.flat.layers.values():

@@ -1,0 +1,55 @@
+"""Surgery on real architectures: keras.applications CNNs built with weights=None.
+
+For each: kill 30% of every group's removable channels, plan, apply; the smaller model
+must equal the masked original within 1e-5 relative on random inputs, and params and
+FLOPs must drop. Inputs are the smallest each architecture accepts, to keep this fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from asp_export import surgery  # noqa: E402
+from asp_export.flops import count  # noqa: E402
+
+# name -> (input side, also save -> load in safe mode); saving the 90 MB ones costs seconds
+APPLICATIONS = {
+    "ResNet50": (32, False),
+    "MobileNetV2": (32, True),
+    "VGG16": (32, False),
+    "InceptionV3": (75, False),
+    "DenseNet121": (32, False),
+    "EfficientNetB0": (32, True),
+}
+# Beyond the four the issue names; ~6 s CPU each, so they run with the slow tests.
+_SLOW = {"DenseNet121", "EfficientNetB0"}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in _SLOW else n for n in APPLICATIONS]
+)
+def test_application_shrinks_exactly(name, tmp_path, keras_seed):
+    side, save = APPLICATIONS[name]
+    model = getattr(keras.applications, name)(weights=None, input_shape=(side, side, 3), classes=10)
+    killed = surgery.make_dead_channels(model, 0.3, seed=0)
+
+    p = surgery.plan(model, threshold=1e-6)
+    small = surgery.apply(model, p)
+
+    assert p.dropped == killed
+    x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype("float32")
+    want = surgery.mask(model, p)(x).numpy()
+    got = small(x).numpy()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    before, after = count(model), count(small)
+    assert after.params < 0.8 * before.params
+    assert after.flops < 0.8 * before.flops
+    assert after.params == small.count_params()
+    if save:
+        path = tmp_path / f"{name}.keras"
+        small.save(path)
+        loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+        np.testing.assert_allclose(loaded(x).numpy(), got, rtol=1e-5, atol=1e-7)
