@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
 
@@ -21,20 +24,49 @@ _OP_PATTERNS = (
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Swallow what converters print to stdout (Keras prints 'Saved artifact at ...') into debug logs."""
+    """Route what converters and runtimes print into debug logs instead of the user's terminal.
+
+    Keras prints 'Saved artifact at ...' to stdout; the TFLite converter and LiteRT
+    print 'fully_quantize: ...' and 'Created TensorFlow Lite XNNPACK delegate' from
+    C++ straight to file descriptor 2. Both are captured (fd 2 into a temporary
+    file) and logged at debug level, so `asp --verbose` still shows them. Python
+    exceptions are unaffected.
+    """
     buffer = io.StringIO()
     tf2onnx_log = logging.getLogger("tf2onnx")
     level = tf2onnx_log.level
     tf2onnx_log.setLevel(logging.ERROR)
     try:
-        with contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+        with _fd2_captured() as captured, contextlib.redirect_stdout(buffer), warnings.catch_warnings():
             # e.g. "Statistics for quantized inputs were expected": int8 calibration covers it
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
         tf2onnx_log.setLevel(level)
-        if buffer.getvalue().strip():
-            log.debug("converter output:\n%s", buffer.getvalue().rstrip())
+        text = (buffer.getvalue() + "\n" + "".join(captured)).strip()
+        if text:
+            log.debug("converter/runtime output:\n%s", text)
+
+
+@contextlib.contextmanager
+def _fd2_captured() -> Iterator[list[str]]:
+    captured: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): capture nothing
+        yield captured
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode("utf-8", errors="replace"))
 
 
 def input_shape(model) -> tuple[int, int, int]:

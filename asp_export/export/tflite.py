@@ -97,7 +97,10 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
 def _interpreter(path: Path):
     from ai_edge_litert.interpreter import Interpreter
 
-    return Interpreter(model_path=str(path))
+    with quiet():  # LiteRT announces its XNNPACK delegate on fd 2
+        interpreter = Interpreter(model_path=str(path))
+        interpreter.allocate_tensors()
+    return interpreter
 
 
 def _with_fixed_batch(model, batch: int):
