@@ -123,11 +123,19 @@ _GROUPED_KERNELS: dict[str, tuple[str, tuple[int, ...]]] = {
 
 @dataclass(frozen=True)
 class GroupedKernel:
-    """One layer's kernel split into groups, one per output channel."""
+    """One layer's kernel split into groups, one per output channel.
+
+    `companions` are the per-channel vectors that also shape the channel's
+    value: the layer's bias and the gamma/beta of a BatchNormalization reading
+    its output. A filter whose kernel is zero still carries activation(bias) or
+    beta -- a constant channel, not a dead one -- so the proximal step shrinks
+    them together with the kernel slice.
+    """
 
     layer: object  # keras.layers.Layer
     attribute: str
     reduce_axes: tuple[int, ...]
+    companions: tuple = ()  # keras Variables of shape [channels]
 
     @property
     def name(self) -> str:
@@ -168,6 +176,7 @@ def grouped_kernels(
             history = getattr(tensor, "_keras_history", None)
             if history is not None:
                 output_layers.add(history[0].name)
+    batch_norms = _batch_norms_reading(model)
     found = []
     for layer in _walk_layers(model):
         spec = _GROUPED_KERNELS.get(type(layer).__name__)
@@ -176,8 +185,34 @@ def grouped_kernels(
         if type(layer).__name__ == "Conv2D" and getattr(layer, "groups", 1) != 1:
             log.warning("GASL skips grouped convolution %s (groups=%s).", layer.name, layer.groups)
             continue
-        found.append(GroupedKernel(layer, *spec))
+        companions = []
+        if getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+            companions.append(layer.bias)
+        for bn in batch_norms.get(layer.name, ()):
+            companions += [v for v in (getattr(bn, "gamma", None), getattr(bn, "beta", None)) if v is not None]
+        found.append(GroupedKernel(layer, *spec, companions=tuple(companions)))
     return found
+
+
+def _batch_norms_reading(model) -> dict[str, list]:
+    """{producer layer name: [BatchNormalization layers whose input is its output]} (top level)."""
+    readers: dict[str, list] = {}
+    try:
+        layer_configs = model.get_config()["layers"]
+    except (NotImplementedError, KeyError, TypeError):
+        return readers
+    for entry in layer_configs:
+        if entry.get("class_name") != "BatchNormalization":
+            continue
+        axis = entry["config"].get("axis", -1)
+        if axis not in (-1, 3, [-1], [3]):
+            continue
+        for node in entry.get("inbound_nodes", []):
+            for arg in node.get("args", [])[:1]:
+                history = arg.get("config", {}).get("keras_history") if isinstance(arg, dict) else None
+                if history:
+                    readers.setdefault(history[0], []).append(model.get_layer(entry["config"]["name"]))
+    return readers
 
 
 def group_norms(kernel: np.ndarray, reduce_axes: Sequence[int]) -> np.ndarray:
@@ -270,20 +305,31 @@ def attach(model, config: SparsityConfig) -> Iterator[list[GroupedKernel]]:
             grouped.variable.regularizer = regularizer
 
 
-def soft_threshold_groups(kernel, reduce_axes: Sequence[int], threshold, *, spare_strongest: bool = False):
+def soft_threshold_groups(
+    kernel, reduce_axes: Sequence[int], threshold, *, companions=(), spare_strongest: bool = False
+):
     """Proximal operator of threshold * sum_g ||W_g||: shrink every group norm by
     `threshold`, setting groups whose norm is below it to exactly zero.
 
+    A group is the kernel slice of one output channel plus that channel's entry
+    in each of `companions` (vectors over the channel axis: bias, BN gamma/beta).
     With `spare_strongest` the layer's strongest group is left untouched, so a
     layer can never lose all its groups (which would disconnect the network).
+
+    Returns:
+        (new kernel, [new companion vectors]).
     """
     from keras import ops
 
-    norms = ops.sqrt(ops.sum(ops.square(kernel), axis=tuple(reduce_axes), keepdims=True))
+    squared = ops.sum(ops.square(kernel), axis=tuple(reduce_axes))
+    for vector in companions:
+        squared = squared + ops.square(vector)
+    norms = ops.sqrt(squared)
     scale = ops.maximum(0.0, 1.0 - threshold / ops.maximum(norms, 1e-12))
     if spare_strongest:
         scale = ops.where(norms >= ops.max(norms), 1.0, scale)
-    return kernel * ops.cast(scale, kernel.dtype)
+    kernel_scale = ops.expand_dims(scale, tuple(reduce_axes)) if len(reduce_axes) else scale
+    return kernel * ops.cast(kernel_scale, kernel.dtype), [v * ops.cast(scale, v.dtype) for v in companions]
 
 
 def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig):
@@ -308,10 +354,16 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
                 learning_rate = tf.cast(inner.learning_rate, tf.float32)
                 for grouped, weight in zip(kernels, weights):
                     variable = grouped.variable
-                    threshold = learning_rate * (strength * weight)
-                    variable.assign(
-                        soft_threshold_groups(variable.value, grouped.reduce_axes, threshold, spare_strongest=True)
+                    kernel, companions = soft_threshold_groups(
+                        variable.value,
+                        grouped.reduce_axes,
+                        learning_rate * (strength * weight),
+                        companions=[c.value for c in grouped.companions],
+                        spare_strongest=True,
                     )
+                    variable.assign(kernel)
+                    for companion, value in zip(grouped.companions, companions):
+                        companion.assign(value)
 
             self._step = step
 

@@ -32,6 +32,12 @@ def test_wheel_installs_only_the_asp_export_package(wheel):
     assert "asp_export/models/resnet.py" in names
 
 
+def test_wheel_holds_every_subpackage_of_the_source_tree(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for init in (ROOT / "asp_export").rglob("__init__.py"):
+        assert init.relative_to(ROOT).as_posix() in names, f"{init.parent.name} is missing from the wheel"
+
+
 def test_wheel_declares_the_asp_console_script(wheel):
     archive = zipfile.ZipFile(wheel)
     (entry_points,) = [n for n in archive.namelist() if n.endswith("entry_points.txt")]

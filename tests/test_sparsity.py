@@ -76,7 +76,8 @@ def test_soft_threshold_zeroes_small_groups_and_shrinks_large_ones():
     kernel = np.zeros((1, 1, 2, 2), dtype=np.float32)
     kernel[0, 0, :, 0] = [0.3, 0.4]  # norm 0.5 < threshold: dies
     kernel[0, 0, :, 1] = [3.0, 4.0]  # norm 5: shrinks to 4
-    out = np.asarray(sparsity.soft_threshold_groups(keras.ops.convert_to_tensor(kernel), (0, 1, 2), 1.0))
+    out, _ = sparsity.soft_threshold_groups(keras.ops.convert_to_tensor(kernel), (0, 1, 2), 1.0)
+    out = np.asarray(out)
     assert np.all(out[..., 0] == 0.0)
     np.testing.assert_allclose(out[0, 0, :, 1], [2.4, 3.2], rtol=1e-6)
 
@@ -86,10 +87,33 @@ def test_soft_threshold_can_spare_the_strongest_group():
 
     kernel = np.full((1, 1, 1, 3), 0.5, dtype=np.float32)
     kernel[..., 2] = 0.6
-    out = np.asarray(
-        sparsity.soft_threshold_groups(keras.ops.convert_to_tensor(kernel), (0, 1, 2), 1.0, spare_strongest=True)
+    out, _ = sparsity.soft_threshold_groups(
+        keras.ops.convert_to_tensor(kernel), (0, 1, 2), 1.0, spare_strongest=True
     )
-    np.testing.assert_array_equal(out[0, 0, 0], [0.0, 0.0, 0.6])
+    np.testing.assert_allclose(np.asarray(out)[0, 0, 0], [0.0, 0.0, 0.6], rtol=1e-6)
+
+
+def test_a_group_includes_its_bias_and_the_batch_norm_after_it():
+    """A zero filter with a bias or a BN beta still carries a constant: not prunable."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+    (grouped,) = sparsity.grouped_kernels(model)
+    names = sorted(v.path.split("/")[-2] + "/" + v.name for v in grouped.companions)
+    assert names == ["bn/beta", "bn/gamma", "conv/bias"]
+
+    kernel = np.zeros((1, 1, 1, 2), dtype=np.float32)
+    kernel[..., 1] = 5.0
+    bias = np.array([0.5, 0.0], dtype=np.float32)
+    new_kernel, (new_bias,) = sparsity.soft_threshold_groups(
+        keras.ops.convert_to_tensor(kernel), (0, 1, 2), 1.0, companions=[keras.ops.convert_to_tensor(bias)]
+    )
+    assert float(np.asarray(new_bias)[0]) == 0.0  # the joint norm 0.5 < 1: the whole group dies
+    assert float(np.asarray(new_kernel)[0, 0, 0, 1]) == 4.0
 
 
 def test_proximal_training_makes_useless_groups_exactly_zero(keras_seed):
