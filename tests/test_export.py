@@ -208,3 +208,10 @@ def test_surgically_pruned_model_exports_smaller_with_parity(fmt_key, tmp_path):
         assert result.passed, f"{kind}: {result.failures}"
         sizes[kind] = path.stat().st_size
     assert sizes["pruned"] < sizes["dense"]
+
+
+def test_int8_with_a_fixed_batch_calibrates_in_batches_of_that_size(tiny_cnn, tmp_path):
+    spec = FileSpec(precision="int8", batch=4, calibration=_inputs(tiny_cnn, 10, seed=1))
+    io, result = _export_and_check(tiny_cnn, "tflite", tmp_path / "b4_int8.tflite", spec)
+    assert io["input"]["shape"][0] == 4
+    assert result.passed, result.failures

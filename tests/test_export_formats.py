@@ -101,9 +101,12 @@ def test_top1_agreement_and_accuracy_drop_with_labels():
     assert result.to_dict()["data"] == "test split of x"
 
 
-def test_non_finite_outputs_never_pass():
+def test_non_finite_outputs_never_pass_and_serialize_as_null():
     ref = np.ones((2, 3))
-    assert not compare(ref, np.full((2, 3), np.nan), default_tolerance("fp32")).passed
+    result = compare(ref, np.full((2, 3), np.nan), default_tolerance("fp32"))
+    assert not result.passed
+    assert result.to_dict()["max_abs_diff"] is None
+    json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_fixed_batch_runs_in_padded_chunks():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,10 @@ class ParityResult:
     accuracy_drop: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        """JSON-able figures; a non-finite figure (NaN/Inf outputs, file not runnable) becomes null."""
+        out = {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()
+        }
         if self.keras_accuracy is None:
             for key in ("keras_accuracy", "file_accuracy", "accuracy_drop"):
                 out.pop(key)

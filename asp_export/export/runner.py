@@ -199,7 +199,7 @@ def export_run(
             )
             path = targets[(model_file.label, fmt.key, precision)]
             try:
-                entry = _export_file(model, model_file, fmt, spec, path, ref, options)
+                entry, parity = _export_file(model, model_file, fmt, spec, path, ref, options)
             except _ConversionFailed as failed:
                 failures.append(failed.record)
                 continue
@@ -212,7 +212,7 @@ def export_run(
                 model_file.kind,
                 entry["path"],
                 _human_size(entry["size_bytes"]),
-                ParityResult(**entry["parity"]).summary(),
+                parity.summary(),
             )
 
     manifest_path = out / MANIFEST_NAME
@@ -263,8 +263,8 @@ class _ConversionFailed(Exception):
 
 def _export_file(
     model, model_file, fmt: ExportFormat, spec: FileSpec, path: Path, ref: _Reference, options: ExportOptions
-) -> dict[str, Any]:
-    """Convert one file, run it in its runtime, and return its manifest entry (without path/params)."""
+) -> tuple[dict[str, Any], ParityResult]:
+    """Convert one file and run it in its runtime; return its manifest entry (path set later) and parity."""
     tolerance = default_tolerance(
         spec.precision, rtol=options.rtol, atol=options.atol, min_top1=options.min_top1
     )
@@ -310,7 +310,7 @@ def _export_file(
     if spec.precision == "int8":
         entry["int8_io"] = spec.int8_io
         entry["calibration_samples"] = len(spec.calibration)
-    return entry
+    return entry, parity
 
 
 def _plan(options: ExportOptions) -> list[tuple[ExportFormat, str]]:

@@ -47,7 +47,7 @@ def convert(model, spec: FileSpec) -> bytes:
             raise ValueError("full-integer int8 needs calibration samples (a representative dataset)")
         calibration = np.asarray(spec.calibration, dtype=np.float32)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([sample[None]] for sample in calibration)
+        converter.representative_dataset = _representative(calibration, spec.batch or 1)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if spec.int8_io:
             converter.inference_input_type = tf.int8
@@ -92,6 +92,19 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
 
     batch = None if dynamic else int(inp["shape"][0])
     return run_in_batches(run, x.astype(np.float32), batch)
+
+
+def _representative(calibration: np.ndarray, batch: int):
+    """Calibration batches shaped like the model's input (a fixed batch N needs N samples per step)."""
+
+    def generate():
+        for start in range(0, len(calibration), batch):
+            chunk = calibration[start : start + batch]
+            if len(chunk) < batch:
+                chunk = np.concatenate([chunk, calibration[: batch - len(chunk)]], axis=0)
+            yield [chunk]
+
+    return generate
 
 
 def _interpreter(path: Path):
