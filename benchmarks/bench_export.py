@@ -9,7 +9,8 @@ same `export_run` the CLI uses, and prints one row per (format, precision):
 size_ratio = pruned / dense file size; params_ratio = pruned / dense parameter count. For float
 formats the two should be close (a file is mostly weights); quantized files carry a fixed overhead
 that weighs more in a small model. dense_s / pruned_s are conversion + write seconds per file
-(parity excluded). Not part of pytest.
+(parity excluded). Finally, an independent check loads `<model>.onnx` with onnxruntime and
+`<model>.keras` with Keras (no asp code in between) and compares them at 1e-4. Not part of pytest.
 
     python benchmarks/bench_export.py runs/demo [--parity-samples 256] [--keep DIR]
 """
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         result = export_run(args.run_dir, options, strict=False)
         wall = time.perf_counter() - started
+        independent = _independent_check(Path(args.run_dir), out, result.manifest["data"])
 
     rows = {(e["format"], e["precision"], e["model"]): e for e in result.entries}
     print(f"run: {args.run_dir}   data: {result.manifest['data']}   total wall time: {wall:.1f} s")
@@ -86,7 +88,43 @@ def main(argv: list[str] | None = None) -> int:
             print("| " + " | ".join(cells) + " |")
     for failure in result.failures:
         print(f"conversion failed: {failure['error']}")
+    for line in independent:
+        print(line)
     return 0 if result.ok else 1
+
+
+def _independent_check(run_dir: Path, out: Path, data: str) -> list[str]:
+    """Load each <model>.onnx with onnxruntime and <model>.keras with Keras, nothing from asp in between."""
+    import keras
+    import numpy as np
+    import onnxruntime as ort
+
+    from asp_export.rundir import RunDir, read_json
+
+    lines = []
+    for kind in ("dense", "pruned"):
+        onnx_path, keras_path = out / f"{kind}.onnx", RunDir(run_dir).model_path(kind)
+        if not (onnx_path.is_file() and keras_path.is_file()):
+            continue
+        model = keras.saving.load_model(keras_path, compile=False)
+        if data.startswith("test split"):
+            from asp_export.data import load_dataset
+
+            x = load_dataset(**read_json(RunDir(run_dir).config_json)["data"]).sample(256, split="test")
+        else:
+            x = np.random.default_rng(0).uniform(size=(256, *model.input_shape[1:])).astype(np.float32)
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": x})[0]
+        want = np.asarray(model(x, training=False))
+        diff = float(np.abs(got - want).max())
+        verdict = (
+            "agrees to 1e-4" if np.allclose(got, want, atol=1e-4, rtol=1e-4) else "DISAGREES beyond 1e-4"
+        )
+        lines.append(
+            f"independent check {kind}.onnx (onnxruntime {session.get_providers()[0]}) "
+            f"vs {kind}.keras (Keras) on {len(x)} samples: max_abs_diff {diff:.3g}, {verdict}"
+        )
+    return lines
 
 
 if __name__ == "__main__":
