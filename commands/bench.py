@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+# The tables only: these modules import no runtime (onnxruntime, LiteRT, TensorFlow load inside runners).
+from asp_export.bench.providers import PROVIDER_CHOICES
+from asp_export.bench.runtimes import RUNTIME_CHOICES
 from asp_export.errors import UserInputError
-
-_RUNTIMES = ("onnxruntime", "tflite", "tensorflow", "all")  # mirrors asp_export.bench.runtimes.RUNTIMES
-_PROVIDERS = ("auto", "tensorrt", "cuda", "cpu")  # mirrors asp_export.bench.providers.PROVIDER_CHOICES
 
 
 def _parse_batches(value: str) -> tuple[int, ...]:
@@ -28,14 +28,14 @@ def _parse_batches(value: str) -> tuple[int, ...]:
     "--runtime",
     "runtimes",
     multiple=True,
-    type=click.Choice(_RUNTIMES),
+    type=click.Choice(RUNTIME_CHOICES),
     default=("all",),
     show_default=True,
     help="Runtime(s) to time; repeatable.",
 )
 @click.option(
     "--provider",
-    type=click.Choice(_PROVIDERS),
+    type=click.Choice(PROVIDER_CHOICES),
     default="auto",
     show_default=True,
     help="onnxruntime provider; auto tries TensorRT -> CUDA -> CPU. The one that ran is recorded.",
