@@ -240,6 +240,14 @@ def test_corrupted_keras_file_is_a_one_line_error(tmp_path):
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
 
 
+def test_a_corrupt_model_in_a_run_dir_stops_before_anything_is_written(run_dir):
+    run_dir.model_path("pruned").write_bytes(b"truncated")
+    result = _invoke(run_dir.root, "--format", "onnx", *FAST)
+    assert result.exit_code == 2
+    assert "pruned.keras" in result.output
+    assert not any(run_dir.export_dir.iterdir())
+
+
 def test_the_fallback_loader_turns_a_corrupt_file_into_model_load_error(tmp_path):
     from asp_export.errors import ModelLoadError
     from asp_export.export.source import _load_keras_model

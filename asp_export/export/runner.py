@@ -163,28 +163,27 @@ def export_run(
     _prepare_out(out)
     targets = {(m.label, f.key, p): out / f.filename(m.label, p) for m in src.models for f, p in jobs}
     _refuse_overwrite(list(targets.values()), options.force)
-    retract(out / MANIFEST_NAME, {relative_path(p, root) for p in targets.values()})
 
+    # Everything that can reject the input happens before the first write.
+    models = [(model_file, load_model(model_file.path)) for model_file in src.models]
+    shape = input_shape(models[0][1])
+    for model_file, model in models[1:]:
+        if input_shape(model) != shape:
+            raise UserInputError(
+                f"{model_file.path} expects input {input_shape(model)}, {models[0][0].path.name} {shape}."
+            )
+    samples = Samples(src, shape)
+    x, labels, data_desc = samples.parity(options.parity_samples)
+    log.info("parity on %d samples (%s)", len(x), data_desc)
+    calibration = None
+    if any(p == "int8" for _, p in jobs):
+        calibration, calib_desc = samples.calibration(options.calibration_samples)
+        log.info("int8 calibration on %d samples (%s)", len(calibration), calib_desc)
+
+    retract(out / MANIFEST_NAME, {relative_path(p, root) for p in targets.values()})
     entries: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    samples: Samples | None = None
-    calibration = None
-    x = labels = None
-    data_desc = "synthetic"
-    for model_file in src.models:
-        model = load_model(model_file.path)
-        shape = input_shape(model)
-        if samples is None:
-            samples = Samples(src, shape)
-            x, labels, data_desc = samples.parity(options.parity_samples)
-            if any(p == "int8" for _, p in jobs):
-                calibration, calib_desc = samples.calibration(options.calibration_samples)
-                log.info("int8 calibration on %d samples (%s)", len(calibration), calib_desc)
-            log.info("parity on %d samples (%s)", len(x), data_desc)
-        elif tuple(samples.input_shape) != shape:
-            raise UserInputError(
-                f"{model_file.path} expects input {shape}, the other model {samples.input_shape}."
-            )
+    for model_file, model in models:
         ref = _Reference(x, keras_logits(model, x), labels, data_desc)
         params, flops = _count(model)
         metadata = _metadata(src, model_file.kind, model_file.path, params, flops, shape)
