@@ -185,6 +185,53 @@ def test_broken_file_gets_load_failed_and_the_others_still_run(pair_files, tmp_p
     assert rows["dense"]["status"] == rows["pruned"]["status"] == "ok"
 
 
+def test_inference_that_raises_gives_run_failed_and_an_incomplete_pair(pair_files, monkeypatch):
+    from dataclasses import replace
+
+    from asp_export.bench import runtimes
+
+    real = runtimes.RUNTIMES["onnxruntime"]
+
+    def load_with_broken_dense(path, **kwargs):
+        loaded = real.load(path, **kwargs)
+        if Path(path).stem == "dense":
+
+            def explode():
+                raise RuntimeError("kernel exploded")
+
+            loaded.run = explode
+        return loaded
+
+    monkeypatch.setitem(runtimes.RUNTIMES, "onnxruntime", replace(real, load=load_with_broken_dense))
+    config = BenchConfig(
+        inputs=tuple(map(str, pair_files)),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(1,),
+        threads=1,
+        policy=FAST,
+    )
+    data = run_bench(config).data
+    dense, pruned = data["rows"]
+    assert dense["status"] == "run_failed" and "kernel exploded" in dense["error"]
+    assert pruned["status"] == "ok" and pruned["n_iter"] >= 3
+    (pair,) = data["pairs"]
+    assert pair["status"] == "incomplete" and pair["speedup_p50"] is None
+
+
+def test_runtime_not_installed_gives_unavailable_rows_with_an_install_hint(pair_files, monkeypatch):
+    from dataclasses import replace
+
+    from asp_export.bench import runtimes
+
+    missing = replace(runtimes.RUNTIMES["onnxruntime"], module="onnxruntime_not_installed_here")
+    monkeypatch.setitem(runtimes.RUNTIMES, "onnxruntime", missing)
+    config = BenchConfig(inputs=(str(pair_files[0]),), runtimes=("onnxruntime",), batches=(1, 2), policy=FAST)
+    rows = run_bench(config).data["rows"]
+    assert [r["status"] for r in rows] == ["unavailable", "unavailable"]
+    assert "pip install onnxruntime" in rows[0]["error"]
+
+
 def test_fixed_batch_file_fails_only_at_other_batches_and_says_how_to_fix(tmp_path):
     fixed = make_onnx(tmp_path / "fixed.onnx", 4, batch=1)
     config = BenchConfig(
