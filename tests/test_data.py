@@ -184,10 +184,35 @@ def test_same_seed_gives_the_same_batches_and_another_seed_another_order():
     assert not np.array_equal(y1, first_batch(ds.train(64, seed=8))[1])
 
 
-def test_repeating_train_pipeline_reshuffles_each_epoch():
+def test_one_pass_pipeline_reshuffles_each_time_it_is_iterated():
+    train = load_dataset("digits").train(2000)  # one batch holds the whole split
+    first, second = (y.numpy() for _, y in (next(iter(train)), next(iter(train))))
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+
+
+def test_endless_stream_visits_each_image_once_per_pass_and_resumes_exactly(keras_seed):
     ds = load_dataset("digits")
-    ys = [y.numpy() for _, y in ds.train(ds.n_train, repeat=True).take(2)]
-    assert sorted(ys[0]) == sorted(ys[1]) and not np.array_equal(ys[0], ys[1])
+    batches = [y.numpy() for _, y in ds.train(100, repeat=True).take(30)]  # 3000 > 2 passes of 1295
+    stream = np.concatenate(batches)
+    for k in range(2):
+        np.testing.assert_array_equal(
+            np.sort(stream[k * ds.n_train : (k + 1) * ds.n_train]), np.sort(ds.labels("train"))
+        )
+    assert not np.array_equal(stream[: ds.n_train], stream[ds.n_train : 2 * ds.n_train])
+    resumed = [y.numpy() for _, y in ds.train(100, repeat=True, start_step=17).take(13)]
+    np.testing.assert_array_equal(np.concatenate(resumed), np.concatenate(batches[17:]))
+
+
+def test_endless_stream_ignores_the_global_tensorflow_seed():
+    import keras
+
+    ds = load_dataset("digits")
+    keras.utils.set_random_seed(1)
+    a = first_batch(ds.train(64, repeat=True))[1]
+    keras.utils.set_random_seed(2)
+    np.testing.assert_array_equal(a, first_batch(ds.train(64, repeat=True))[1])
+    with pytest.raises(UserInputError, match="start_step needs repeat=True"):
+        ds.train(64, start_step=3)
 
 
 def test_sample_is_deterministic_and_matches_the_labels():
@@ -390,6 +415,9 @@ def test_cifar_augmentation_is_a_padded_crop_or_flip_and_only_on_train(tmp_path)
         crops = [padded[i, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
         assert any(np.array_equal(x_aug[i], c) or np.array_equal(x_aug[i], c[:, ::-1]) for c in crops)
     np.testing.assert_array_equal(first_batch(aug.test(3))[0], first_batch(plain.test(3))[0])
+    stream = [x.numpy() for x, _ in aug.train(4, repeat=True).take(5)]
+    resumed = [x.numpy() for x, _ in aug.train(4, repeat=True, start_step=3).take(2)]
+    np.testing.assert_array_equal(np.stack(resumed), np.stack(stream[3:]))  # same crops and flips
     with pytest.raises(UserInputError, match="only available for CIFAR"):
         load_dataset("digits", augment=True)
 

@@ -225,20 +225,36 @@ class Dataset:
         seed: int | None = None,
         repeat: bool = False,
         drop_remainder: bool = False,
+        start_step: int = 0,
     ):
-        """Training batches; reshuffled (and re-augmented) each epoch, deterministically.
+        """Training batches, shuffled and (CIFAR with `augment`) augmented deterministically.
+
+        Two modes:
+
+        * `repeat=False`: one pass per iteration, reshuffled each time the dataset is iterated
+          (what `model.fit(ds.train(b), epochs=E)` wants). The order follows `seed` and
+          TensorFlow's global seed (tf.data combines both).
+        * `repeat=True`: an endless stream (use `steps_per_epoch`). Pass k over the data is the
+          permutation stateless_shuffle(seed, k) and batch i is augmented with seed (seed, i), so
+          the stream depends on `seed` alone, and `start_step=s` yields exactly the batches an
+          uninterrupted stream yields from batch s on: resuming after a crash replays nothing.
 
         Args:
             batch_size: images per batch.
-            shuffle: shuffle the order (a full-split shuffle of indices, not of images).
+            shuffle: shuffle the order (a full-split shuffle of positions, not of images).
             seed: shuffle/augmentation seed; None uses the dataset's `seed`.
             repeat: repeat forever (then pass `steps_per_epoch` to `fit`).
-            drop_remainder: drop the last partial batch (e.g. for a distribution strategy).
+            drop_remainder: drop a last partial batch (only matters with `repeat=False`).
+            start_step: with `repeat=True`, the number of batches already consumed.
 
         Returns:
             A `tf.data.Dataset` of `(x float32 [B, H, W, C], y int32 [B])`.
         """
-        seed = self.seed if seed is None else int(seed)
+        seed = self.seed if seed is None else check_seed(seed)
+        if isinstance(start_step, bool) or not isinstance(start_step, (int, np.integer)) or start_step < 0:
+            raise UserInputError(f"start_step must be a non-negative integer, got {start_step!r}.")
+        if start_step and not repeat:
+            raise UserInputError("start_step needs repeat=True (a resumable endless stream).")
         return self._pipeline(
             "train",
             batch_size,
@@ -247,6 +263,7 @@ class Dataset:
             repeat=repeat,
             augment=self.augment,
             drop_remainder=drop_remainder,
+            start_step=int(start_step),
         )
 
     def val(self, batch_size: int):
@@ -276,8 +293,8 @@ class Dataset:
         """
         import tensorflow as tf
 
-        if int(n) <= 0:
-            raise UserInputError(f"sample size must be positive, got {n}.")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+            raise UserInputError(f"sample size must be a positive integer, got {n!r}.")
         store, idx = self._split(split)
         if idx.size == 0:
             raise DataError(f"{self.name} has no {split} images to sample from.")
@@ -317,60 +334,87 @@ class Dataset:
             self._tensors[key] = tf.constant(store.x)
         return self._tensors[key]
 
-    def _pipeline(self, split, batch_size, *, shuffle, seed, repeat, augment, drop_remainder=False):
+    def _pipeline(
+        self, split, batch_size, *, shuffle, seed, repeat, augment, drop_remainder=False, start_step=0
+    ):
         import tensorflow as tf
 
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
             raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}.")
         store, idx = self._split(split)
         if idx.size == 0:
             raise DataError(f"{self.name} has an empty {split} split.")
         labels = tf.constant(store.y[idx].astype(np.int32))
+        rows = tf.constant(idx)  # position in this split -> row of the store
         shape = self.input_shape
-        options = tf.data.Options()
-        options.deterministic = True
+        positions = _positions(
+            idx.size, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, start_step=start_step
+        )
 
         if isinstance(store, ArrayStore):
             x_all = self._store_tensor(store)
             scale = store.scale
-            ds = tf.data.Dataset.range(idx.size)  # positions within this split
-            if shuffle:
-                # shuffling positions, not images: the buffer holds integers only
-                ds = ds.shuffle(idx.size, seed=seed, reshuffle_each_iteration=True)
-            if repeat:
-                ds = ds.repeat()
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-            positions_to_rows = tf.constant(idx)
-
+            ds = positions.batch(batch_size, drop_remainder=drop_remainder)  # gather whole batches at once
             if augment:
-                noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-                ds = tf.data.Dataset.zip((ds, noise))
+                ds = tf.data.Dataset.zip((ds, _batch_seeds(seed, repeat=repeat, start_step=start_step)))
 
-                def fetch(pos, rnd):
-                    x = augment_batch(tf.gather(x_all, tf.gather(positions_to_rows, pos)), rnd)
+                def fetch(pos, batch_seed):
+                    x = augment_batch(tf.gather(x_all, tf.gather(rows, pos)), batch_seed)
                     return to_model_input(x, scale, shape), tf.gather(labels, pos)
             else:
 
                 def fetch(pos):
-                    x = tf.gather(x_all, tf.gather(positions_to_rows, pos))
+                    x = tf.gather(x_all, tf.gather(rows, pos))
                     return to_model_input(x, scale, shape), tf.gather(labels, pos)
 
             ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         else:
             native = self.native_shape
-            ds = tf.data.Dataset.from_tensor_slices((store.paths[idx], store.y[idx].astype(np.int32)))
-            if shuffle:
-                ds = ds.shuffle(idx.size, seed=seed, reshuffle_each_iteration=True)
-            if repeat:
-                ds = ds.repeat()
+            paths = tf.constant(store.paths[idx])
 
-            def load(path, label):
-                image = decode_file(path, native)
-                return to_model_input(image[None], 1 / 255, shape)[0], label
+            def load(pos):  # images differ in size: decode and resize one at a time, then batch
+                image = decode_file(tf.gather(paths, pos), native)
+                return to_model_input(image[None], 1 / 255, shape)[0], tf.gather(labels, pos)
 
-            ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        options = tf.data.Options()
+        options.deterministic = True
         return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _positions(n: int, batch_size: int, *, shuffle: bool, seed: int, repeat: bool, start_step: int):
+    """The order in which positions 0..n-1 of a split are visited (see `Dataset.train`)."""
+    import tensorflow as tf
+
+    if not repeat:
+        ds = tf.data.Dataset.range(n)
+        # shuffling positions, not images: the buffer holds integers only
+        return ds.shuffle(n, seed=seed, reshuffle_each_iteration=True) if shuffle else ds
+    first_pass, offset = divmod(start_step * batch_size, n)
+
+    def one_pass(k):
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([tf.constant(seed, tf.int64), k])
+            )
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    stream = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max).flat_map(one_pass).skip(offset)
+    # tell consumers it never ends: Keras then insists on steps_per_epoch instead of hanging
+    return stream.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+
+
+def _batch_seeds(seed: int, *, repeat: bool, start_step: int):
+    """One [2] int64 seed per batch for the stateless augmentation ops."""
+    import tensorflow as tf
+
+    if not repeat:  # new augmentations each time the one-pass dataset is iterated
+        return tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.range(start_step, np.iinfo(np.int64).max).map(
+        lambda i: tf.stack([tf.constant(seed, tf.int64), i])
+    )
 
 
 def build_dataset(
