@@ -108,6 +108,8 @@ def pair_sentence(pair: dict[str, Any]) -> str:
     """One plain sentence per dense/pruned pair."""
     parts = (f"{pair['runtime']}/{pair['provider'] or '-'}", pair["format"], pair["precision"])
     where = " ".join(p for p in parts if p) + f" batch {pair['batch']}"
+    if pair["status"] == "provider_mismatch":
+        return f"{where}: no speedup (dense and pruned ran on different providers)."
     if pair["status"] != "ok":
         return f"{where}: no speedup (a row failed; see its error)."
     speedup = pair["speedup_p50"]

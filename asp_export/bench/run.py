@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asp_export.bench.providers import PROVIDER_CHOICES
 from asp_export.bench.runtimes import (
     ORT_ALLOW_SPINNING,
     RUNTIMES,
@@ -30,7 +31,7 @@ from asp_export.bench.runtimes import (
     runtime_for_format,
 )
 from asp_export.bench.stats import Measurement, TimingPolicy, measure_interleaved, speedup_interval, summarize
-from asp_export.errors import RunDirError, UserInputError
+from asp_export.errors import RunDirError, UserInputError, unknown_name_error
 from asp_export.rundir import RunDir, read_json
 from asp_export.versions import asp_version, machine_info, package_versions
 
@@ -86,18 +87,12 @@ class BenchConfig:
     profile: bool = False
 
     def __post_init__(self) -> None:
-        from asp_export.bench.providers import PROVIDER_CHOICES
-
         if not self.inputs:
             raise UserInputError("Give a run directory or at least one model file to benchmark.")
         for name in self.runtimes:
             if name != "all" and name not in RUNTIMES:
-                from asp_export.errors import unknown_name_error
-
                 raise unknown_name_error("runtime", name, [*RUNTIMES, "all"])
         if self.provider not in PROVIDER_CHOICES:
-            from asp_export.errors import unknown_name_error
-
             raise unknown_name_error("provider", self.provider, PROVIDER_CHOICES)
         if not self.batches or any(b < 1 for b in self.batches):
             raise UserInputError(f"Batch sizes must be positive integers, got {list(self.batches)}.")
@@ -496,6 +491,10 @@ def _pair(
         pair["flops_ratio"] = dense["flops"] / pruned["flops"]
     if dense["status"] != "ok" or pruned["status"] != "ok":
         pair["status"] = "incomplete"
+        return pair
+    if dense["provider"] != pruned["provider"]:  # e.g. TensorRT built one engine but not the other
+        pair["status"] = "provider_mismatch"
+        pair["provider"] = f"{dense['provider']} vs {pruned['provider']}"
         return pair
     pair.update(pair_math(dense["p50_ms"], pruned["p50_ms"], pair["flops_ratio"]))
     d_m, p_m = measured.get(d_i), measured.get(p_i)
