@@ -210,4 +210,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from asp_export.errors import AspError
+
+    try:
+        sys.exit(main())
+    except AspError as err:  # e.g. no export yet: one line, as the CLI would print it
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
