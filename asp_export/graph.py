@@ -109,9 +109,14 @@ class FlatModel:
             cfg = copy.deepcopy(layer_configs.get(rec.name, rec.config))
             cfg["name"] = rec.name
             entry["config"] = cfg
-            entry["inbound_nodes"] = [
-                {"args": _serialize(c.args, shapes), "kwargs": _serialize(c.kwargs, shapes)} for c in rec.calls
-            ] if rec.class_name != "InputLayer" else []
+            entry["inbound_nodes"] = (
+                [
+                    {"args": _serialize(c.args, shapes), "kwargs": _serialize(c.kwargs, shapes)}
+                    for c in rec.calls
+                ]
+                if rec.class_name != "InputLayer"
+                else []
+            )
             layers.append(entry)
         return {
             "name": self.name,
@@ -197,8 +202,12 @@ def _sequential_as_functional(cfg: dict, model) -> dict:
         else:
             e["inbound_nodes"] = [
                 {
-                    "args": [{"class_name": "__keras_tensor__", "config": {"shape": None, "dtype": "float32",
-                                                                         "keras_history": [prev, 0, 0]}}],
+                    "args": [
+                        {
+                            "class_name": "__keras_tensor__",
+                            "config": {"shape": None, "dtype": "float32", "keras_history": [prev, 0, 0]},
+                        }
+                    ],
                     "kwargs": {},
                 }
             ]
@@ -299,8 +308,12 @@ class _Flattener:
 
     def convert_node(self, node, resolve):
         if isinstance(node, list):  # legacy format: [[name, k, t, kwargs], ...]
-            node = {"args": [[{"class_name": "__keras_tensor__", "config": {"keras_history": n[:3]}} for n in node]],
-                    "kwargs": node[0][3] if node and len(node[0]) > 3 else {}}
+            node = {
+                "args": [
+                    [{"class_name": "__keras_tensor__", "config": {"keras_history": n[:3]}} for n in node]
+                ],
+                "kwargs": node[0][3] if node and len(node[0]) > 3 else {},
+            }
         found: list[TRef] = []
 
         def conv(x):
@@ -356,6 +369,7 @@ def flatten_model(model) -> FlatModel:
         )
     fl = _Flattener(model)
     fl.expand(cfg, model, None, "")
+
     # The top level keeps its input/output structure (single tensor, list or dict).
     def map_top(struct):
         return _map_leaves(struct, lambda r: list(fl.top_resolve(tuple(r))))
@@ -395,12 +409,15 @@ class Group:
 
     def describe(self, limit: int = 8) -> str:
         def short(names):
-            return ", ".join(names) if len(names) <= limit else (
-                ", ".join(names[: limit // 2]) + f", ...({len(names) - limit + limit // 2} more)"
+            return (
+                ", ".join(names)
+                if len(names) <= limit
+                else (", ".join(names[: limit // 2]) + f", ...({len(names) - limit + limit // 2} more)")
             )
 
-        prod = " + ".join(self.producers[:limit]) + (f" + {len(self.producers) - limit} more"
-                                                       if len(self.producers) > limit else "")
+        prod = " + ".join(self.producers[:limit]) + (
+            f" + {len(self.producers) - limit} more" if len(self.producers) > limit else ""
+        )
         text = prod or "(no producer)"
         if self.members:
             text += " -> " + short(self.members).replace(", ", " -> ")
@@ -444,10 +461,14 @@ class ChannelGraph:
         self._build()
         if warn:
             for cls, names in self.unknown.items():
-                shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+                shown = ", ".join(repr(n) for n in names[:5]) + (
+                    f" and {len(names) - 5} more" if len(names) > 5 else ""
+                )
                 log.warning(
-                    "Layer %s (%s) is not known to asp's channel graph; the channels flowing through %s are kept.",
-                    shown, cls, "it" if len(names) == 1 else "them",
+                    "Layer %s (%s) is unknown to asp's channel graph; channels through %s are kept.",
+                    shown,
+                    cls,
+                    "it" if len(names) == 1 else "them",
                 )
 
     # ---- element helpers
@@ -484,7 +505,9 @@ class ChannelGraph:
             h = self.handler(rec)
             outs = self.outs_of.get((call.layer, call.index), [])
             kind, reason = self._kind_of(rec, call, h, outs)
-            self.kinds[rec.name] = kind if rec.name not in self.kinds or self.kinds[rec.name] == kind else "frozen"
+            self.kinds[rec.name] = (
+                kind if rec.name not in self.kinds or self.kinds[rec.name] == kind else "frozen"
+            )
             if kind == "frozen":
                 self.layer_reason.setdefault(rec.name, reason)
                 for r in call.inputs + call.kw_inputs + outs:
@@ -535,9 +558,11 @@ class ChannelGraph:
                 continue
             first = rec.calls[0]
             for call in rec.calls[1:]:
-                for a, b in zip(self.outs_of[(rec.name, 0)], self.outs_of[(rec.name, call.index)]):
+                for a, b in zip(
+                    self.outs_of[(rec.name, 0)], self.outs_of[(rec.name, call.index)], strict=False
+                ):
                     self._couple(self.ids(a), self.ids(b))
-                for a, b in zip(first.inputs, call.inputs):
+                for a, b in zip(first.inputs, call.inputs, strict=False):
                     self._couple(self.ids(a), self.ids(b))
         for ref in _leaves(flat.outputs):
             self._freeze(tuple(ref), "model output")
@@ -559,7 +584,7 @@ class ChannelGraph:
             n = h.out_channels(rec.config, w)
             if norms.size != n:
                 raise UserInputError(
-                    f"norms[{rec.name!r}] has {norms.size} values; layer {rec.name!r} has {n} output channels."
+                    f"norms[{rec.name!r}] has {norms.size} values; the layer has {n} output channels."
                 )
         else:
             norms = h.norms(rec.config, w)
@@ -659,7 +684,9 @@ class ChannelGraph:
             bad = ~(masked[ref] == 0)
             self.comp_unsafe[ids[bad]] = True
         newly = self.comp_unsafe & ~self.comp_frozen
-        self.comp_reason[newly] = "not zero where consumed after masking (e.g. sigmoid or bias after a dead kernel)"
+        self.comp_reason[newly] = (
+            "not zero where consumed after masking (e.g. sigmoid or bias after a dead kernel)"
+        )
         self.comp_frozen |= self.comp_unsafe
         nop = ~self.comp_has_producer & ~self.comp_frozen
         self.comp_reason[nop] = "no producer"
@@ -670,11 +697,16 @@ class ChannelGraph:
         from scipy.sparse.csgraph import connected_components
 
         refs = list(self.shapes)
-        t_idx = np.concatenate([np.full(self.width(r), i) for i, r in enumerate(refs)]) if refs else np.zeros(0, int)
+        t_idx = (
+            np.concatenate([np.full(self.width(r), i) for i, r in enumerate(refs)])
+            if refs
+            else np.zeros(0, int)
+        )
         elems = np.concatenate([self.ids(r) for r in refs]) if refs else np.zeros(0, int)
         nt = len(refs)
         mat = coo_matrix(
-            (np.ones(elems.size, dtype=np.int8), (t_idx, nt + self.comp[elems])), shape=(nt + self.n_comp,) * 2
+            (np.ones(elems.size, dtype=np.int8), (t_idx, nt + self.comp[elems])),
+            shape=(nt + self.n_comp,) * 2,
         )
         _, label = connected_components(mat, directed=False)
         by_label: dict[int, list] = defaultdict(list)
@@ -700,8 +732,18 @@ class ChannelGraph:
                     if call.layer not in consumers:
                         consumers.append(call.layer)
             members = [m for m in members if m not in producers]
-            groups.append(Group(0, producers, members, consumers, int(comps.size), tensors, comps,
-                                [self.comp_reason[c] if self.comp_frozen[c] else "" for c in comps]))
+            groups.append(
+                Group(
+                    0,
+                    producers,
+                    members,
+                    consumers,
+                    int(comps.size),
+                    tensors,
+                    comps,
+                    [self.comp_reason[c] if self.comp_frozen[c] else "" for c in comps],
+                )
+            )
         groups.sort(key=lambda g: order.get((g.tensors[0][0], g.tensors[0][1]), -1))
         for i, g in enumerate(groups):
             g.id = i
@@ -716,8 +758,10 @@ class ChannelGraph:
         return np.nonzero(comp_keep[self.comp[self.ids(ref)]])[0]
 
     def __str__(self) -> str:
-        lines = [f"ChannelGraph({self.flat.name}: {len(self.calls)} calls, {self.n_comp} channels, "
-                 f"{len(self.groups)} groups)"]
+        lines = [
+            f"ChannelGraph({self.flat.name}: {len(self.calls)} calls, {self.n_comp} channels, "
+            f"{len(self.groups)} groups)"
+        ]
         lines += [f"  [{g.id}] {g}" for g in self.groups]
         return "\n".join(lines)
 
@@ -732,7 +776,10 @@ def _topo_calls(flat: FlatModel) -> list[Call]:
     calls = [c for rec in flat.layers.values() for c in rec.calls]
     inputs_present = {tuple(r) for r in _leaves(flat.inputs)}
     key = {(c.layer, c.index): c for c in calls}
-    deps = {k: {(r[0], r[1]) for r in c.inputs + c.kw_inputs if tuple(r) not in inputs_present} for k, c in key.items()}
+    deps = {
+        k: {(r[0], r[1]) for r in c.inputs + c.kw_inputs if tuple(r) not in inputs_present}
+        for k, c in key.items()
+    }
     for k, d in deps.items():
         missing = [x for x in d if x not in key]
         if missing:
@@ -789,8 +836,12 @@ def _resolve_shapes(flat: FlatModel, calls: list[Call]) -> dict[TRef, tuple]:
             raise UnsupportedLayerError(
                 f"Cannot infer the output shape of layer {rec.name!r} ({rec.class_name}): {err}"
             ) from None
-        out_list = [out] if (isinstance(out, tuple) and (not out or not isinstance(out[0], (tuple, list)))) else list(out)
-        for r, s in zip(refs, out_list):
+        out_list = (
+            [out]
+            if (isinstance(out, tuple) and (not out or not isinstance(out[0], (tuple, list))))
+            else list(out)
+        )
+        for r, s in zip(refs, out_list, strict=False):
             shapes[r] = tuple(recorded.get(r, s))
     return shapes
 
@@ -816,15 +867,26 @@ def _propagate(g: ChannelGraph, *, masked: bool) -> dict[TRef, np.ndarray]:
         if kind in ("producer", "depthwise"):
             v = h.out_const(rec.config, w, masked=masked)
         elif kind == "channelwise":
-            v = ins[0] if h.const_fn is None else np.asarray(h.const_fn(ins[0], rec.config, w), dtype=np.float64)
+            v = (
+                ins[0]
+                if h.const_fn is None
+                else np.asarray(h.const_fn(ins[0], rec.config, w), dtype=np.float64)
+            )
         elif kind == "elementwise":
-            v = _elementwise_const(rec.class_name, [x for x in ins if x.size == g.width(out)],
-                                   any(x.size != g.width(out) for x in ins))
+            v = _elementwise_const(
+                rec.class_name,
+                [x for x in ins if x.size == g.width(out)],
+                any(x.size != g.width(out) for x in ins),
+            )
         elif kind == "concat":
             if g._concat_on_channels(rec, call):
                 v = np.concatenate(ins)
             else:
-                v = ins[0] if all(np.array_equal(ins[0], x, equal_nan=True) for x in ins) else np.full(g.width(out), nan)
+                v = (
+                    ins[0]
+                    if all(np.array_equal(ins[0], x, equal_nan=True) for x in ins)
+                    else np.full(g.width(out), nan)
+                )
                 v = np.where(np.all([x == 0 for x in ins], axis=0), 0.0, v)
         elif kind == "flatten":
             v = np.tile(ins[0], g.width(out) // max(ins[0].size, 1))

@@ -39,7 +39,9 @@ def load_keras_model(path: str | os.PathLike):
             "(re-save with model.save('model.keras'))."
         )
     if not zipfile.is_zipfile(p):
-        raise ModelLoadError(f"{str(p)!r} is not a valid .keras archive (truncated or corrupt?); re-save the model.")
+        raise ModelLoadError(
+            f"{str(p)!r} is not a valid .keras archive (truncated or corrupt?); re-save the model."
+        )
     import keras
 
     try:

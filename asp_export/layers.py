@@ -68,7 +68,9 @@ _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu6": lambda x: np.clip(x, 0.0, 6.0),
     "leaky_relu": lambda x: np.where(x >= 0, x, 0.2 * x),
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-    "selu": lambda x: 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x: (
+        1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0.0)))
+    ),
     "tanh": np.tanh,
     "sigmoid": _sigmoid,
     "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
@@ -139,7 +141,10 @@ class Handler:
             return self.frozen_reason
         if self.kind != "producer" and "activation" in cfg and activation_fn(cfg["activation"]) is None:
             return f"activation {cfg['activation']!r} is not a known element-wise function"
-        if self.kind in ("producer", "depthwise") and cfg.get("data_format", "channels_last") != "channels_last":
+        if (
+            self.kind in ("producer", "depthwise")
+            and cfg.get("data_format", "channels_last") != "channels_last"
+        ):
             return "data_format='channels_first'"
         if self.kind == "producer" and int(cfg.get("groups", 1) or 1) > 1:
             return f"grouped convolution (groups={cfg['groups']})"
@@ -159,8 +164,10 @@ class Handler:
 
     def in_channels(self, cfg: dict, weights: Weights) -> int:
         """Number of input channels a producer / depthwise layer consumes."""
-        return weights[0].shape[-2] if self.kind == "depthwise" or self.extra.get("separable") else (
-            weights[0].shape[self.in_axis]
+        return (
+            weights[0].shape[-2]
+            if self.kind == "depthwise" or self.extra.get("separable")
+            else (weights[0].shape[self.in_axis])
         )
 
     def _out_kernel_index(self) -> int:
@@ -419,13 +426,17 @@ HANDLERS: dict[str, Handler] = {
     "ZeroPadding3D": _ZERO_PAD,
     "Rescaling": Handler("channelwise", const_fn=_rescaling_const),
     # element-wise and concatenation
-    **{name: Handler("elementwise") for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")},
+    **{
+        name: Handler("elementwise")
+        for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum")
+    },
     "Concatenate": Handler("concat"),
     "Flatten": Handler("flatten"),
     "Reshape": Handler("reshape"),
     # known, but channels cannot be removed exactly
     "LayerNormalization": Handler(
-        "frozen", frozen_reason="LayerNormalization normalizes across channels; removing one changes the others"
+        "frozen",
+        frozen_reason="LayerNormalization normalizes across channels; removing one changes the others",
     ),
     "GroupNormalization": Handler("frozen", frozen_reason="GroupNormalization mixes channels within groups"),
     "UnitNormalization": Handler("frozen", frozen_reason="UnitNormalization mixes channels"),

@@ -185,8 +185,16 @@ def plan(
         dead = ~g.comp_frozen[c] & (norm <= t) & (g.comp_offset[c] <= t)
         keep[c[dead]] = False
     _enforce_widths(g, keep, int(min_channels), int(round_to))
-    return _make_plan(g, keep, model=g.flat.name, threshold=threshold, relative=relative,
-                      round_to=int(round_to), min_channels=int(min_channels), exclude=list(exclude))
+    return _make_plan(
+        g,
+        keep,
+        model=g.flat.name,
+        threshold=threshold,
+        relative=relative,
+        round_to=int(round_to),
+        min_channels=int(min_channels),
+        exclude=list(exclude),
+    )
 
 
 def _producer_outputs(g: ChannelGraph) -> list:
@@ -249,13 +257,15 @@ def _make_plan(g: ChannelGraph, keep: np.ndarray, **opts) -> Plan:
 
 
 def _comp_keep(g: ChannelGraph, p: Plan) -> np.ndarray:
-    if len(p.groups) != len(g.groups) or any(a.total != b.total for a, b in zip(p.groups, g.groups)):
+    if len(p.groups) != len(g.groups) or any(
+        a.total != b.total for a, b in zip(p.groups, g.groups, strict=True)
+    ):
         raise UserInputError(
             f"The plan does not match model {g.flat.name!r}: it lists {len(p.groups)} groups, "
             f"the model has {len(g.groups)} (or their sizes differ). Make the plan from this model."
         )
     keep = np.ones(g.n_comp, dtype=bool)
-    for gp, grp in zip(p.groups, g.groups):
+    for gp, grp in zip(p.groups, g.groups, strict=True):
         drop = np.asarray(gp.drop, dtype=np.int64)
         if drop.size and (drop.min() < 0 or drop.max() >= grp.total):
             raise UserInputError(f"Plan group {gp.id} drops channel indices outside 0..{grp.total - 1}.")
@@ -426,9 +436,17 @@ def shrink(
         if out_path.exists() and not force:
             raise UserInputError(f"{out_path} already exists; pass --force to overwrite it.")
     model = load_keras_model(path)
-    p = plan(model, threshold, relative=relative, round_to=round_to, min_channels=min_channels, exclude=exclude)
-    report = {"schema_version": 1, "source": str(path), "out": None, "before": _cost(model), "after": None,
-              "plan": p.to_dict()}
+    p = plan(
+        model, threshold, relative=relative, round_to=round_to, min_channels=min_channels, exclude=exclude
+    )
+    report = {
+        "schema_version": 1,
+        "source": str(path),
+        "out": None,
+        "before": _cost(model),
+        "after": None,
+        "plan": p.to_dict(),
+    }
     if dry_run:
         return p, report
     small = apply(model, p)
@@ -457,14 +475,16 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
     """
     rng = np.random.default_rng(seed)
     g = build_graph(model, warn=False)
-    layers = _all_layers(model)
     if randomize_bn:
         for rec in g.flat.layers.values():
             if rec.class_name == "BatchNormalization" and rec.obj is not None:
                 w = [np.array(x) for x in rec.obj.get_weights()]
                 for i, x in enumerate(w):
-                    w[i] = (rng.uniform(0.5, 1.5, x.shape) if i in (0, len(w) - 1) else rng.normal(0, 0.1, x.shape)
-                            ).astype(x.dtype)
+                    w[i] = (
+                        rng.uniform(0.5, 1.5, x.shape)
+                        if i in (0, len(w) - 1)
+                        else rng.normal(0, 0.1, x.shape)
+                    ).astype(x.dtype)
                 rec.obj.set_weights(w)
                 rec._weights = None
     dead = np.zeros(g.n_comp, dtype=bool)
@@ -500,16 +520,5 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
                 w[bi][drop] = gamma * w[mi][drop] / np.sqrt(w[vi][drop] + float(cfg.get("epsilon", 1e-3)))
         else:
             w = h.zero_out(rec.config, w, drop)
-        layers[rec.name].set_weights(w)
+        rec.obj.set_weights(w)
     return int(dead.sum())
-
-
-def _all_layers(model) -> dict:
-    import keras
-
-    out = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            out.update(_all_layers(layer))
-        out[layer.name] = layer
-    return out

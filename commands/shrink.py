@@ -22,13 +22,30 @@ See docs/surgery.md.
 @click.argument("model_path", metavar="MODEL.keras", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--threshold", "-t", type=float, required=True, help="Dead-channel threshold T (>= 0).")
 @click.option("--relative", is_flag=True, help="T is a fraction of each group's largest kernel norm.")
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Round each layer's kept channel count up to a multiple of N.")
-@click.option("--min-channels", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Keep at least N channels per layer.")
-@click.option("--exclude", multiple=True, metavar="NAME", help="Keep every channel of this layer (repeatable).")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the smaller model (.keras); a SMALL.report.json is written next to it.")
+@click.option(
+    "--round-to",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Round each layer's kept channel count up to a multiple of N.",
+)
+@click.option(
+    "--min-channels",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Keep at least N channels per layer.",
+)
+@click.option(
+    "--exclude", multiple=True, metavar="NAME", help="Keep every channel of this layer (repeatable)."
+)
+@click.option(
+    "--out",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write the smaller model (.keras); a SMALL.report.json is written next to it.",
+)
 @click.option("--dry-run", is_flag=True, help="Only print the plan; write nothing.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists.")
 def command(model_path, threshold, relative, round_to, min_channels, exclude, out, dry_run, force) -> None:
@@ -38,8 +55,15 @@ def command(model_path, threshold, relative, round_to, min_channels, exclude, ou
     if out is None and not dry_run:
         raise click.UsageError("give --out SMALL.keras, or --dry-run to only print the plan.")
     plan, report = shrink(
-        model_path, out, threshold=threshold, relative=relative, round_to=round_to,
-        min_channels=min_channels, exclude=exclude, dry_run=dry_run, force=force,
+        model_path,
+        out,
+        threshold=threshold,
+        relative=relative,
+        round_to=round_to,
+        min_channels=min_channels,
+        exclude=exclude,
+        dry_run=dry_run,
+        force=force,
     )
     click.echo(str(plan))
     before = report["before"]
@@ -49,6 +73,7 @@ def command(model_path, threshold, relative, round_to, min_channels, exclude, ou
     after = report["after"]
     line = f"wrote {out}: params {before['params']:,} -> {after['params']:,}"
     if before.get("flops") and after.get("flops"):
-        line += f", FLOPs {before['flops']:,} -> {after['flops']:,} ({before['flops'] / after['flops']:.2f}x fewer)"
+        ratio = before["flops"] / after["flops"]
+        line += f", FLOPs {before['flops']:,} -> {after['flops']:,} ({ratio:.2f}x fewer)"
     click.echo(line)
     click.echo(f"report: {report_path(out)}")

@@ -110,7 +110,9 @@ def test_concat_maps_channel_offsets(tmp_path):
     grp = p.groups[_group_of(build_graph(model), "cat").id]
     assert grp.total == 8 and grp.drop == [6]
     small = surgery.apply(model, p)
-    assert small.get_layer("branch_b").filters == 2 and small.get_layer("after").get_weights()[0].shape[2] == 7
+    assert (
+        small.get_layer("branch_b").filters == 2 and small.get_layer("after").get_weights()[0].shape[2] == 7
+    )
     x = _x(model)
     assert _rel(small(x), surgery.mask(model, p)(x)) < 1e-5
     shrink_and_check(model, tmp_path, seed=1)
@@ -197,7 +199,11 @@ def test_branch_one_tensor_feeds_two_convs(tmp_path):
     assert grp.consumers == ["left", "right"]
     p, small = shrink_and_check(model, tmp_path)
     kept = small.get_layer("trunk").filters
-    assert small.get_layer("left").get_weights()[0].shape[2] == kept == small.get_layer("right").get_weights()[0].shape[2]
+    assert (
+        small.get_layer("left").get_weights()[0].shape[2]
+        == kept
+        == small.get_layer("right").get_weights()[0].shape[2]
+    )
 
 
 def test_shared_layer_couples_its_calls(tmp_path):
@@ -254,8 +260,15 @@ def test_nested_models_are_flattened(tmp_path):
 
 def test_sequential_model_is_converted(tmp_path):
     model = keras.Sequential(
-        [keras.Input((8, 8, 3)), L.Conv2D(8, 3, name="c1"), L.BatchNormalization(), L.ReLU(),
-         L.Conv2D(6, 3, name="c2"), L.Flatten(), L.Dense(4, name="logits")]
+        [
+            keras.Input((8, 8, 3)),
+            L.Conv2D(8, 3, name="c1"),
+            L.BatchNormalization(),
+            L.ReLU(),
+            L.Conv2D(6, 3, name="c2"),
+            L.Flatten(),
+            L.Dense(4, name="logits"),
+        ]
     )
     shrink_and_check(model, tmp_path)
 
@@ -320,9 +333,38 @@ def test_layer_normalization_over_channels_is_kept():
     assert "LayerNormalization" in p.groups[_group_of(build_graph(model), "conv").id].frozen_reason
 
 
-@pytest.mark.parametrize("name", ["tiny_cnn", "tiny_resnet", "tiny_mobilenet", "tiny_concat", "tiny_separable",
-                                  "tiny_se"])
+@pytest.mark.parametrize(
+    "name", ["tiny_cnn", "tiny_resnet", "tiny_mobilenet", "tiny_concat", "tiny_separable", "tiny_se"]
+)
 def test_tiny_zoo_models(name, keras_seed):
     from asp_export.models import create_model
 
     shrink_and_check(create_model(name))
+
+
+def test_transpose_conv_and_shape_layers(tmp_path):
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, padding="same", name="down")(inp)
+    x = L.ZeroPadding2D(1, name="pad")(x)
+    x = L.MaxPooling2D(2, name="pool")(x)
+    x = L.Cropping2D(((0, 1), (0, 1)), name="crop")(x)
+    x = L.UpSampling2D(2, name="up")(x)
+    x = L.Conv2DTranspose(5, 3, strides=2, padding="same", name="deconv")(x)
+    x = L.PReLU(shared_axes=[1, 2], name="prelu")(x)
+    x = L.Dropout(0.2, name="drop")(x)
+    x = L.Conv1D(4, 3, name="conv1d")(L.Reshape((-1, 5), name="to_seq")(x))
+    model = keras.Model(inp, L.Dense(2, name="logits")(L.GlobalAveragePooling1D()(x)))
+    grp = _group_of(build_graph(model), "deconv")
+    assert grp.producers == ["deconv"] and {"prelu", "to_seq"} <= set(grp.members)
+    shrink_and_check(model, tmp_path)
+
+
+def test_nested_layer_names_that_collide_are_renamed():
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(inner_in, L.Conv2D(4, 1, name="conv")(inner_in), name="inner")
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(4, 1, name="conv")(inp)
+    model = keras.Model(inp, L.Dense(2, name="logits")(L.Flatten()(inner(x))))
+    g = build_graph(model)
+    assert {"conv", "inner_conv"} <= set(g.flat.layers)
+    shrink_and_check(model)

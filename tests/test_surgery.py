@@ -50,7 +50,7 @@ def test_plan_changes_nothing():
     before = [w.copy() for w in model.get_weights()]
     p = surgery.plan(model, threshold=1e-6)
     assert p.dropped == 2
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
