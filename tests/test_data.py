@@ -568,3 +568,68 @@ def test_rgb_to_gray_uses_luminance():
     red[..., 0] = 255
     ds = dataset_from_arrays(red, np.array([0, 1, 0, 1]), red, np.array([0, 1, 0, 1]), input_shape=(2, 2, 1))
     np.testing.assert_allclose(first_batch(ds.test(4))[0], 0.2989, atol=1e-3)
+
+
+# --- through the CLI: the data rows of the hostile-input catalogue ------------------------
+
+
+def _hostile_data(tmp_path: Path, case: str) -> tuple[list[str], str]:
+    """CLI data arguments for one broken-input case, and a phrase the one-line error must hold."""
+    if case == "unknown dataset":
+        return ["--data", "cifar11"], "Did you mean 'cifar10'"
+    if case == "IDX wrong magic":
+        _corrupt_idx(tmp_path / "mnist", "wrong magic")
+        return ["--data", "mnist", "--data-dir", str(tmp_path / "mnist")], "wrong magic number"
+    if case == "IDX truncated":
+        _corrupt_idx(tmp_path / "mnist", "truncated")
+        return ["--data", "mnist", "--data-dir", str(tmp_path / "mnist")], "truncated"
+    if case == "labels out of range":
+        _corrupt_idx(tmp_path / "mnist", "label out of range")
+        return ["--data", "mnist", "--data-dir", str(tmp_path / "mnist")], "out of range"
+    if case == "CIFAR pickle":
+        (tmp_path / "cifar-10-batches-py").mkdir()
+        (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps({"x": 1}, protocol=2))
+        return ["--data", "cifar10", "--data-dir", str(tmp_path)], "never unpickles"
+    if case in ("NaN pixels", "Inf pixels"):
+        x = RNG.random((8, 28, 28, 1)).astype(np.float32)
+        x[1, 2, 3, 0] = np.nan if case == "NaN pixels" else -np.inf
+        np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(8) % 2, x_test=x, y_test=np.arange(8) % 2)
+        return ["--data", f"npz:{tmp_path / 'd.npz'}"], "NaN or Inf"
+    if case == "empty dataset":
+        x = np.zeros((0, 28, 28), np.uint8)
+        np.savez(tmp_path / "d.npz", x_train=x, y_train=np.zeros(0, int), x_test=x, y_test=np.zeros(0, int))
+        return ["--data", f"npz:{tmp_path / 'd.npz'}"], "empty"
+    if case == "empty image folder":
+        (tmp_path / "imgs").mkdir()
+        return ["--data", f"folder:{tmp_path / 'imgs'}"], "need at least 2"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "unknown dataset",
+        "IDX wrong magic",
+        "IDX truncated",
+        "labels out of range",
+        "CIFAR pickle",
+        "NaN pixels",
+        "Inf pixels",
+        "empty dataset",
+        "empty image folder",
+    ],
+)
+def test_asp_prune_refuses_broken_data_with_one_line_and_exit_2(tmp_path, case):
+    from click.testing import CliRunner
+
+    from asp_export.cli import cli
+
+    data_args, phrase = _hostile_data(tmp_path, case)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli, ["prune", "--model", "lenet5", *data_args, "--epochs", "1", "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert phrase in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not out.exists()  # nothing written

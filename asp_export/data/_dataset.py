@@ -122,7 +122,7 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, *, what: str) -
         if bad.any():
             first = int(np.argwhere(bad)[0][0])
             raise DataError(
-                f"{what}: {int(bad.sum())} pixel values are NaN or Inf (first in image {first}); "
+                f"{what}: {int(bad.sum())} pixel value(s) are NaN or Inf (first in image {first}); "
                 "clean the data or drop those images."
             )
     if not np.issubdtype(y.dtype, np.integer):
