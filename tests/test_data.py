@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import struct
 import subprocess
@@ -320,6 +321,7 @@ def test_cifar10_binary_loads_from_folder_parent_and_archive(tmp_path):
         ds = load_dataset("cifar10", data_dir=where, val_fraction=0.0)
         assert (ds.n_train, ds.n_test, ds.num_classes, ds.input_shape) == (10, 3, 10, (32, 32, 3))
         assert ds.class_names[0] == "class0"  # read from batches.meta.txt
+        assert ds._splits["train"][0].x.dtype == np.uint8  # kept compact until a batch is formed
         x, y = first_batch(ds.test(3))
         np.testing.assert_allclose(x, made["test"] / 255, atol=1e-7)  # R, G, B planes -> HWC
         assert y.tolist() == [3, 1, 4]
@@ -455,6 +457,45 @@ def test_folder_dataset_streams_from_disk(tmp_path):
         write_png(png, np.full((6, 7, 3), 255, np.uint8))
     x, _ = first_batch(ds.test(3))
     np.testing.assert_allclose(x, 1.0, atol=1e-6)
+
+
+_STREAM_PROBE = """
+import resource, sys
+from asp_export.data import load_dataset
+ds = load_dataset("folder:" + sys.argv[1], val_fraction=0.0)
+train = ds.train(8)
+batches = iter(train)
+for _ in range(20):  # warm up TensorFlow's thread pools and the prefetch buffer
+    next(batches)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seen = 20 * 8 + sum(int(x.shape[0]) for x, _ in batches)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(ds.n_train, seen, (after - before) * 1024)
+"""
+
+
+def test_folder_pipeline_memory_does_not_grow_with_the_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(3):  # 1,800 images: more than 100 batches of 8
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(600):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(
+                tmp_path / f"c{c}" / f"{i}.png"
+            )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", _STREAM_PROBE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    n_train, seen, growth = (int(v) for v in done.stdout.split()[-3:])
+    assert seen == n_train == 1440
+    decoded = n_train * 64 * 64 * 3 * 4  # the whole training split as float32: 70 MB
+    assert growth < decoded / 4, f"peak RSS grew {growth / 2**20:.1f} MB over one epoch"
 
 
 def test_folder_with_train_and_test_subfolders_keeps_the_given_test_split(tmp_path):
