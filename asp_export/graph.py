@@ -409,11 +409,9 @@ class Group:
 
     def describe(self, limit: int = 8) -> str:
         def short(names):
-            return (
-                ", ".join(names)
-                if len(names) <= limit
-                else (", ".join(names[: limit // 2]) + f", ...({len(names) - limit + limit // 2} more)")
-            )
+            if len(names) <= limit:
+                return ", ".join(names)
+            return ", ".join(names[: limit // 2]) + f", ...({len(names) - limit // 2} more)"
 
         prod = " + ".join(self.producers[:limit]) + (
             f" + {len(self.producers) - limit} more" if len(self.producers) > limit else ""

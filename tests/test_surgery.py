@@ -228,3 +228,17 @@ def test_loader_refuses_wrong_suffix_and_truncated_files(model_file, tmp_path):
         load_keras_model(cut)
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_keras_model(tmp_path / "missing.keras")
+
+
+def test_loader_refuses_an_unregistered_custom_layer(tmp_path):
+    @keras.saving.register_keras_serializable(package="asp_gone")
+    class Gone(L.Layer):
+        def call(self, x):
+            return x
+
+    inp = keras.Input((4,))
+    path = tmp_path / "custom.keras"
+    keras.Model(inp, Gone()(L.Dense(3)(inp))).save(path)
+    del keras.saving.get_custom_objects()["asp_gone>Gone"]
+    with pytest.raises(ModelLoadError, match="custom layer"):
+        load_keras_model(path)
