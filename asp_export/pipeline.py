@@ -171,7 +171,8 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
     )
     masked = surgery.mask(dense, plan)
     masked_accuracy = evaluate(masked, dataset, batch, from_logits)
-    pruned = surgery.apply(dense, plan)
+    with strategy.scope():  # fine-tuning, if asked, trains this very model
+        pruned = surgery.apply(dense, plan)
     pruned_accuracy = evaluate(pruned, dataset, batch, from_logits)
 
     probe = dataset.sample(min(64, dataset.n_test), split="test")
@@ -181,14 +182,9 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
     final = pruned
     if options.finetune_epochs > 0:
         with strategy.scope():
-            final = surgery.apply(dense, plan)
-            train.compile_model(
-                final, options.finetune_lr or options.train.learning_rate / 10, from_logits=from_logits
-            )
+            train.compile_model(final, options.finetune_lr or options.train.learning_rate / 10, from_logits=from_logits)
         finetune_config = replace(options.train, epochs=options.finetune_epochs)
-        train.fit(
-            final, dataset, run, finetune_config, SparsityConfig(method="none"), stage="finetune", tensorboard=True
-        )
+        train.fit(final, dataset, run, finetune_config, SparsityConfig(method="none"), stage="finetune")
         finetuned = {"accuracy": round(evaluate(final, dataset, batch, from_logits), 6)}
     _save_model(final, run.model_path("pruned"))
 

@@ -234,17 +234,14 @@ def penalty_terms(kernel, reduce_axes: Sequence[int], eps: float):
     return group_lasso, 1.0 / (variance + eps)
 
 
-def _replica_scale() -> float:
-    # Keras divides the compiled loss by the replica count but adds weight
-    # regularisers unscaled; gradients are then summed across replicas, so a
-    # regulariser must scale itself or it counts num_replicas times.
-    import tensorflow as tf
-
-    return 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
-
-
 class GASLRegularizer:
-    """Per-kernel GASL penalty, callable as a Keras weight regulariser."""
+    """Per-kernel GASL penalty, callable as a Keras weight regulariser.
+
+    Under tf.distribute, Keras' TensorFlow trainer divides added losses by the
+    replica count before gradients are summed across replicas, so the penalty
+    is returned unscaled (tests/test_train.py checks a two-replica step against
+    a single-device one).
+    """
 
     def __init__(self, reduce_axes: Sequence[int], lambda_group: float, lambda_var: float, eps: float) -> None:
         self.reduce_axes = tuple(reduce_axes)
@@ -254,8 +251,7 @@ class GASLRegularizer:
 
     def __call__(self, kernel):
         group_lasso, inverse_var = penalty_terms(kernel, self.reduce_axes, self.eps)
-        total = self.lambda_group * group_lasso + self.lambda_var * inverse_var
-        return total * _replica_scale()
+        return self.lambda_group * group_lasso + self.lambda_var * inverse_var
 
     def get_config(self) -> dict:
         return {

@@ -167,21 +167,6 @@ def test_ssl_has_no_guiding_term_and_none_has_no_penalty():
         assert model.losses == []
 
 
-def test_regulariser_scales_itself_by_the_replica_count():
-    """Keras adds weight penalties unscaled while gradients are summed over replicas."""
-    import tensorflow as tf
-
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    kernel = tf.ones((1, 1, 2, 2))
-    regularizer = sparsity.GASLRegularizer((0, 1, 2), 1.0, 0.0, 1e-6)
-    single = float(regularizer(kernel))
-    with strategy.scope():
-        per_replica = strategy.run(lambda: regularizer(kernel))
-    assert float(strategy.experimental_local_results(per_replica)[0]) == pytest.approx(
-        single / strategy.num_replicas_in_sync
-    )
-
-
 def test_elementwise_sparsity_counts_small_weights():
     model = _tiny_model()
     for grouped in sparsity.grouped_kernels(model):
