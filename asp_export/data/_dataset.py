@@ -14,6 +14,8 @@ TensorFlow is imported inside methods so that `import asp_export.data` stays lig
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +53,7 @@ class ArrayStore:
 class FileStore:
     """Image files streamed from disk; y is [N] int32 aligned with `paths`."""
 
-    paths: np.ndarray  # of str
+    paths: np.ndarray  # of bytes (os.fsencode)
     y: np.ndarray
 
     def __len__(self) -> int:
@@ -314,7 +316,8 @@ class Dataset:
                         to_model_input(decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape)
                     )
                 except tf.errors.OpError as err:
-                    raise DataError(f"{path}: cannot decode image ({err.message.splitlines()[0]}).") from None
+                    reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", err.message.splitlines()[0])
+                    raise DataError(f"{os.fsdecode(path)}: cannot decode image ({reason}).") from None
             x = tf.concat(images, axis=0)
         x = np.asarray(x, dtype=np.float32)
         return (x, store.y[pick].astype(np.int32)) if with_labels else x

@@ -12,6 +12,7 @@ stray non-image file is reported by name before training starts.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +49,37 @@ def _images_in(folder: Path) -> list[Path]:
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     for path in files:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-        if not head.startswith(_SIGNATURES[path.suffix.lower()]):
-            raise DataError(
-                f"{path}: not a {path.suffix.lower()[1:].upper()} image (bad file signature); {_LAYOUT}."
-            )
+        _check_image_file(path)
     return files
+
+
+def _check_image_file(path: Path) -> None:
+    """Cheap structural checks (a few bytes at each end) so broken files fail before training.
+
+    The signature catches non-images; PNG's mandatory IEND chunk and BMP's declared file size
+    catch truncated copies. JPEG and GIF get only the signature check: valid files of both are
+    often followed by extra bytes after their end marker.
+    """
+    kind = path.suffix.lower()
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        handle.seek(max(size - 64, 0))
+        tail = handle.read(64)
+    label = kind[1:].upper()
+    if not head.startswith(_SIGNATURES[kind]):
+        raise DataError(f"{path}: not a {label} image (bad file signature); {_LAYOUT}.")
+    truncated = (kind == ".png" and b"IEND" not in tail) or (
+        kind == ".bmp" and (size < 6 or int.from_bytes(head[2:6], "little") > size)
+    )
+    if truncated:
+        raise DataError(f"{path}: truncated {label} image (its end is missing); {_LAYOUT}.")
 
 
 def scan_classes(
     root: Path, class_names: list[str] | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Sorted class subfolders of `root` -> (class names, file paths, int32 labels)."""
+    """Sorted class subfolders of `root` -> (class names, file paths as bytes, int32 labels)."""
     folders = _subdirs(root)
     names = [f.name for f in folders]
     if class_names is not None:
@@ -71,13 +90,14 @@ def scan_classes(
         if len(folders) < 2:
             raise DataError(f"{root}: found {len(folders)} class folder(s), need at least 2; {_LAYOUT}.")
         class_names = names
-    paths: list[str] = []
+    paths: list[bytes] = []
     labels: list[int] = []
     for folder in folders:
         images = _images_in(folder)
         if not images:
             raise DataError(f"{folder}: class folder holds no images; {_LAYOUT}.")
-        paths += [str(p) for p in images]
+        # file-system bytes: 1 byte per character (numpy str would take 4) and any file name round-trips
+        paths += [os.fsencode(p) for p in images]
         labels += [class_names.index(folder.name)] * len(images)
     return class_names, np.array(paths), np.array(labels, dtype=np.int32)
 
@@ -128,7 +148,7 @@ def load_folder_source(path: str, data_dir: str | None = None) -> SourceData:
     return SourceData(
         train=FileStore(train_paths, train_y),
         test=FileStore(test_paths, test_y),
-        native_shape=_native_shape(str(train_paths[0])),
+        native_shape=_native_shape(os.fsdecode(train_paths[0])),
         class_names=tuple(class_names),
         resolved_data_dir=None,
     )
