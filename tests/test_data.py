@@ -101,7 +101,7 @@ def first_batch(dataset):
 # --- names and options --------------------------------------------------------------------
 
 
-def test_list_datasets_names_every_builtin_and_the_folder_form():
+def test_list_datasets_names_every_builtin_and_the_path_forms():
     assert list_datasets() == [
         "cifar10",
         "cifar100",
@@ -111,7 +111,7 @@ def test_list_datasets_names_every_builtin_and_the_folder_form():
         "folder:PATH",
         "npz:PATH",
     ]
-    assert list_datasets(include_folder=False) == list_datasets()[:5]
+    assert list_datasets(include_paths=False) == list_datasets()[:5]
 
 
 def test_unknown_dataset_suggests_the_closest_name():

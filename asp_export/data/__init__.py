@@ -101,7 +101,7 @@ _PATH_SOURCES: dict[str, Callable[[str, str | None], SourceData]] = {
 }
 
 
-def list_datasets(*, include_folder: bool = True) -> list[str]:
+def list_datasets(*, include_paths: bool = True) -> list[str]:
     """Names `load_dataset` accepts: the built-in datasets, then the `folder:PATH` / `npz:PATH` forms.
 
     Example:
@@ -109,7 +109,7 @@ def list_datasets(*, include_folder: bool = True) -> list[str]:
         ['cifar10', 'cifar100', 'digits', 'fashion-mnist', 'mnist', 'folder:PATH', 'npz:PATH']
     """
     names = sorted(_SOURCES)
-    return names + [prefix + "PATH" for prefix in _PATH_SOURCES] if include_folder else names
+    return names + [prefix + "PATH" for prefix in _PATH_SOURCES] if include_paths else names
 
 
 def load_dataset(
