@@ -1,10 +1,11 @@
-"""Datasets for asp: offline digits, MNIST/Fashion-MNIST (IDX), CIFAR (binary), image folders.
+"""Datasets for asp: offline digits, MNIST/Fashion-MNIST (IDX), CIFAR (binary), folders, .npz.
 
 One entry point, `load_dataset(name, ...)`, returns a `Dataset` with deterministic train / val /
 test splits and tf.data pipelines whose batches are already preprocessed to the model's input
-shape. Each source lives in its own module (`digits`, `idx`, `cifar`, `folder`) and registers a
-loader in `_SOURCES`. Files are validated against their official format and a bad file is
-reported by path with what was expected; nothing is ever unpickled. See docs/data.md.
+shape. Each source lives in its own module (`digits`, `idx`, `cifar`, `folder`, `arrays`) and has
+a loader in `_SOURCES` (fixed names) or `_PATH_SOURCES` ("folder:PATH", "npz:PATH"). Files are
+validated against their official format and a bad file is reported by path with what was
+expected; nothing is ever unpickled. See docs/data.md.
 
 Importing this package does not import TensorFlow (the CLI lists dataset names at start-up).
 """
