@@ -85,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ratio <= 3.0 and rel <= 1e-5 else 1
 
 
+def _widths_of(model) -> list[int]:
+    return [layer.filters for layer in model.layers if hasattr(layer, "filters")]
+
+
+def _typical_widths(layers: list[dict]) -> str:
+    """The most common kept width for each original width, e.g. '11-22-45' for 16-32-64."""
+    from collections import Counter
+
+    by_before: dict[int, Counter] = {}
+    for row in layers:
+        by_before.setdefault(row["before"], Counter())[row["after"]] += 1
+    return "-".join(str(by_before[b].most_common(1)[0][0]) for b in sorted(by_before))
+
+
 def _round_to_sweep(args) -> int:
     import tempfile
     from pathlib import Path
@@ -101,11 +115,12 @@ def _round_to_sweep(args) -> int:
     model = create_model(args.zoo)
     surgery.make_dead_channels(model, args.fraction, seed=0)
     variants = {"dense": model}
-    widths = {"dense": ""}
+    widths = {"dense": _typical_widths([{"before": w, "after": w} for w in _widths_of(model)])}
     for n in (1, 2, 4, 8, 16):
         p = surgery.plan(model, threshold=1e-6, round_to=n)
         variants[f"round_to={n}"] = surgery.apply(model, p)
-        widths[f"round_to={n}"] = "-".join(str(layer["after"]) for layer in p.layers[:1] + p.layers[-2:-1])
+        conv_widths = set(_widths_of(model))
+        widths[f"round_to={n}"] = _typical_widths([r for r in p.layers if r["before"] in conv_widths])
     shape = tuple(model.inputs[0].shape[1:])
     x = np.random.default_rng(0).normal(size=(args.batch, *shape)).astype("float32")
     sessions = {}
@@ -137,11 +152,14 @@ def _round_to_sweep(args) -> int:
     print(
         f"{args.zoo}, {args.fraction:.0%} of each group dead, onnxruntime CPU 2 threads, batch {args.batch}"
     )
-    print(f"{'variant':<12} {'MFLOPs':>8} {'flops_x':>8} {'p50_ms':>8} {'speedup':>8}")
+    print(f"{'variant':<12} {'widths':<12} {'MFLOPs':>8} {'flops_x':>8} {'p50_ms':>8} {'speedup':>8}")
     for name, m in variants.items():
         flops = count(m).flops
         ms = statistics.median(times[name])
-        print(f"{name:<12} {flops / 1e6:>8.1f} {dense_flops / flops:>8.2f} {ms:>8.2f} {dense_ms / ms:>8.2f}")
+        print(
+            f"{name:<12} {widths[name]:<12} {flops / 1e6:>8.1f} {dense_flops / flops:>8.2f} {ms:>8.2f} "
+            f"{dense_ms / ms:>8.2f}"
+        )
     return 0
 
 
