@@ -53,3 +53,29 @@ def test_application_shrinks_exactly(name, tmp_path, keras_seed):
         small.save(path)
         loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
         np.testing.assert_allclose(loaded(x).numpy(), got, rtol=1e-5, atol=1e-7)
+
+
+def _zoo_names():
+    from asp_export.models import list_models
+
+    return [n for n in list_models() if not n.startswith("tiny_")]  # tiny_* are in test_graph.py
+
+
+@pytest.mark.parametrize("name", _zoo_names())
+def test_zoo_model_shrinks_exactly(name, tmp_path, keras_seed):
+    from asp_export.models import create_model
+
+    model = create_model(name)
+    killed = surgery.make_dead_channels(model, 0.3, seed=0)
+    p = surgery.plan(model, threshold=1e-6)
+    small = surgery.apply(model, p)
+    assert p.dropped == killed > 0
+    x = np.random.default_rng(0).normal(size=(2, *model.inputs[0].shape[1:])).astype("float32")
+    want = surgery.mask(model, p)(x).numpy()
+    got = small(x).numpy()
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    assert count(small).flops < count(model).flops and small.count_params() < model.count_params()
+    path = tmp_path / "small.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    np.testing.assert_allclose(loaded(x).numpy(), got, rtol=1e-5, atol=1e-7)
