@@ -23,9 +23,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# prune -> export -> bench on the embedded digits data.
 # Re-running the demo replaces $(DEMO_RUN) (it is the demo's own output).
 demo: $(VENV)/.installed
-	$(BIN)/asp prune --model gasl-mnist --data digits --out $(DEMO_RUN) --force
+	$(BIN)/asp prune --model gasl-mnist --data digits --finetune-epochs 15 --out $(DEMO_RUN) --force
+	$(BIN)/asp export $(DEMO_RUN) --format onnx --format tflite --batch dynamic
+	$(BIN)/asp bench $(DEMO_RUN) --runtime onnxruntime --runtime tflite --batch 1,32
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
 test: $(VENV)/.installed-test

@@ -69,7 +69,7 @@ class SparsityConfig:
     lambda_group: float = 1e-3
     lambda_var: float = 1e-2
     solver: str = "proximal"
-    prox_scale: float = 1000.0
+    prox_scale: float = 200.0
     group_weighting: str = "sqrt"
     eps: float = 1e-6
     include_classifier: bool = False

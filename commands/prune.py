@@ -24,7 +24,7 @@ def _input_shape(ctx, param, value):
 @click.option("--model", "model", default="gasl-mnist", show_default=True,
               help="Zoo model name (see `asp models`) or a .keras file (loaded in safe mode).")
 @click.option("--data", default="digits", show_default=True,
-              help="digits, mnist, fashion-mnist, cifar10, cifar100 or folder:PATH.")
+              help="digits, mnist, fashion-mnist, cifar10, cifar100, folder:PATH or npz:PATH.")
 @click.option("--data-dir", type=click.Path(file_okay=True), help="Folder holding the dataset's official files.")
 @click.option("--input-shape", callback=_input_shape, help="H,W,C the model is built for (zoo models).")
 @click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
@@ -34,14 +34,14 @@ def _input_shape(ctx, param, value):
 @click.option("--lambda-group", type=float, help="Group-lasso weight.  [default: 1e-3]")
 @click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
 @click.option("--solver", type=click.Choice(SOLVERS), help="How group lasso is applied.  [default: proximal]")
-@click.option("--prox-scale", type=float, help="Proximal strength multiplier (docs/method.md).  [default: 1000]")
+@click.option("--prox-scale", type=float, help="Proximal strength multiplier (docs/method.md).  [default: 200]")
 @click.option("--group-weighting", type=click.Choice(WEIGHTINGS), help="Per-layer weight of the proximal shrink.")
 @click.option("--include-classifier", is_flag=True, default=None, help="Also regularise the output layer.")
 @click.option("--exclude", multiple=True, help="Layer name never regularised or pruned (repeatable).")
 @click.option("--threshold", type=float, help="A group is dead when its L2 norm is <= this.  [default: 1e-3]")
 @click.option("--round-to", type=int, help="Round kept channels up to a multiple of N.  [default: 1]")
-@click.option("--epochs", type=int, help="Training epochs.  [default: 20]")
-@click.option("--batch-size", type=int, help="Global batch size.  [default: 100]")
+@click.option("--epochs", type=int, help="Training epochs.  [default: 15]")
+@click.option("--batch-size", type=int, help="Global batch size.  [default: 32]")
 @click.option("--lr", "learning_rate", type=float, help="Adam learning rate.  [default: 1e-3]")
 @click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the data).")
 @click.option("--seed", type=int, help="Random seed; same seed on CPU gives the same report.  [default: 0]")
@@ -57,7 +57,7 @@ def command(**options):
     \b
     Writes RUN_DIR/config.json, dense.keras, pruned.keras, report.json, report.md,
     checkpoints/ (resume with --resume RUN_DIR) and logs/ (TensorBoard).
-    Example: asp prune --model gasl-mnist --data digits --epochs 5 --out runs/demo
+    Example: asp prune --model gasl-mnist --data digits --finetune-epochs 15 --out runs/demo
     """
     from asp_export.pipeline import options_from_cli, run_prune
 
