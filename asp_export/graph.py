@@ -82,9 +82,14 @@ class LayerRec:
     def config(self) -> dict:
         return self.entry["config"]
 
+    def handler(self) -> Handler | None:
+        """This layer's entry in `asp_export.layers` (None: unknown type)."""
+        return get_handler(self.class_name, self.entry.get("module"))
+
     def weights(self) -> list:
         if self._weights is None:
-            self._weights = [np.asarray(w) for w in self.obj.get_weights()] if self.obj is not None else []
+            get = getattr(self.obj, "get_weights", None)  # ops (`a + b`) have no weights
+            self._weights = [np.asarray(w) for w in get()] if get is not None else []
         return self._weights
 
 
@@ -341,7 +346,12 @@ def _get_layer(container, name: str):
     try:
         return container.get_layer(name)
     except (ValueError, AttributeError):
-        return None
+        pass
+    # Keras ops used in a functional model (`a + b`) are operations, not layers
+    for op in getattr(container, "operations", []):
+        if op.name == name:
+            return op
+    return None
 
 
 def flatten_model(model) -> FlatModel:
@@ -486,7 +496,7 @@ class ChannelGraph:
         self.frozen_reason[ids[unset]] = reason
 
     def handler(self, rec: LayerRec) -> Handler | None:
-        return get_handler(rec.class_name)
+        return rec.handler()
 
     # ---- build
     def _build(self) -> None:
@@ -826,22 +836,32 @@ def _resolve_shapes(flat: FlatModel, calls: list[Call]) -> dict[TRef, tuple]:
             for r in refs:
                 shapes[r] = tuple(recorded[r])
             continue
-        in_shapes = [shapes[tuple(r)] for r in c.inputs]
         try:
-            arg = in_shapes[0] if len(in_shapes) == 1 else in_shapes
-            out = rec.obj.compute_output_shape(arg)
+            out_list = _symbolic_output_shapes(rec, c, shapes)
         except Exception as err:  # noqa: BLE001 - any failure means: we cannot know the shape
             raise UnsupportedLayerError(
                 f"Cannot infer the output shape of layer {rec.name!r} ({rec.class_name}): {err}"
             ) from None
-        out_list = (
-            [out]
-            if (isinstance(out, tuple) and (not out or not isinstance(out[0], (tuple, list))))
-            else list(out)
-        )
         for r, s in zip(refs, out_list, strict=False):
             shapes[r] = tuple(recorded.get(r, s))
     return shapes
+
+
+def _symbolic_output_shapes(rec: LayerRec, call: Call, shapes: dict) -> list[tuple]:
+    """Output shapes of one call, from the layer/op's own shape inference on symbolic inputs."""
+    import keras
+
+    def symbolic(x):
+        if isinstance(x, _Ref):
+            return keras.KerasTensor(shapes[x.ref], dtype=x.dtype)
+        if isinstance(x, dict):
+            return {k: symbolic(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [symbolic(v) for v in x]
+        return x
+
+    out = rec.obj.compute_output_spec(*symbolic(call.args), **symbolic(call.kwargs))
+    return [tuple(t.shape) for t in keras.tree.flatten(out)]
 
 
 def _propagate(g: ChannelGraph, *, masked: bool) -> dict[TRef, np.ndarray]:
@@ -852,7 +872,7 @@ def _propagate(g: ChannelGraph, *, masked: bool) -> dict[TRef, np.ndarray]:
         rec = g.flat.layers[call.layer]
         outs = g.outs_of.get((call.layer, call.index), [])
         kind = g.kinds.get(rec.name, "frozen")
-        h = get_handler(rec.class_name)
+        h = rec.handler()
         if kind in ("frozen", "input") or not outs:
             for r in outs:
                 vals[r] = np.full(g.width(r), nan)

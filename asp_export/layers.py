@@ -43,7 +43,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HANDLERS", "Handler", "get_handler", "activation_fn"]
+__all__ = ["HANDLERS", "OP_HANDLERS", "Handler", "activation_fn", "get_handler"]
 
 Weights = list  # list[np.ndarray] in `layer.get_weights()` order
 
@@ -445,6 +445,35 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-def get_handler(class_name: str) -> Handler | None:
-    """The handler of a Keras layer class name, or None if asp does not know it."""
-    return HANDLERS.get(class_name)
+def _op_activation(name: str) -> Handler:
+    return Handler("channelwise", const_fn=lambda x, cfg, w: _apply_act(_ACTIVATIONS[name], x))
+
+
+# Keras 3 ops applied to symbolic tensors in a functional model (`a + b`, `keras.ops.relu(x)`)
+# are stored as operations of module keras.src.ops.*; some share a class name with a layer
+# ("Add", "Reshape") but not its config, so they have a table of their own.
+OP_HANDLERS: dict[str, Handler] = {
+    **{name: Handler("elementwise") for name in ("Add", "Subtract", "Multiply", "Maximum", "Minimum")},
+    "Relu": _op_activation("relu"),
+    "Relu6": _op_activation("relu6"),
+    "Sigmoid": _op_activation("sigmoid"),
+    "Silu": _op_activation("silu"),
+    "Tanh": _op_activation("tanh"),
+    "HardSigmoid": _op_activation("hard_sigmoid"),
+    "HardSilu": _op_activation("hard_silu"),
+}
+
+
+def get_handler(class_name: str, module: str | None = None) -> Handler | None:
+    """The handler of a Keras layer (or op) class, or None if asp does not know it.
+
+    Args:
+        class_name: the config's ``class_name``.
+        module: the config's ``module``: ``keras.layers`` (or None) for layers, ``keras.src.ops.*``
+            for ops; any other module is a user's class, which is never guessed at.
+    """
+    if module is None or module in ("keras", "keras.layers") or module.startswith("keras.src.layers"):
+        return HANDLERS.get(class_name)
+    if module.startswith(("keras.src.ops", "keras.ops")):
+        return OP_HANDLERS.get(class_name)
+    return None

@@ -27,7 +27,6 @@ import numpy as np
 
 from asp_export.errors import UserInputError
 from asp_export.graph import ChannelGraph, build_graph
-from asp_export.layers import get_handler
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +297,7 @@ def _new_configs(g: ChannelGraph, keep: np.ndarray) -> tuple[dict, dict]:
         if new_w == g.shapes[out[0]][-1]:
             continue
         if kind == "producer":
-            configs[rec.name] = get_handler(rec.class_name).set_out_channels(rec.config, new_w)
+            configs[rec.name] = rec.handler().set_out_channels(rec.config, new_w)
         elif rec.class_name == "Reshape":
             cfg = dict(rec.config)
             target = list(cfg["target_shape"])
@@ -344,7 +343,7 @@ def apply(model, plan: Plan):
         if not w:
             continue
         kind = g.kinds.get(rec.name)
-        h = get_handler(rec.class_name)
+        h = rec.handler()
         if kind in ("producer", "depthwise", "channelwise") and rec.calls:
             cfg = rec.config
             out_keep = g.keep_indices(g.outs_of[(rec.name, 0)][0], keep)
@@ -380,7 +379,7 @@ def mask(model, plan: Plan):
             out_ref = g.outs_of[(rec.name, 0)][0]
             drop = np.nonzero(~keep[g.comp[g.ids(out_ref)]])[0]
             if drop.size:
-                w = get_handler(rec.class_name).zero_out(rec.config, w, drop)
+                w = rec.handler().zero_out(rec.config, w, drop)
         new.get_layer(rec.name).set_weights(w)
     return new
 
@@ -504,7 +503,7 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
         drop = np.nonzero(dead[g.comp[g.ids(out_ref)]])[0]
         if not drop.size:
             continue
-        h = get_handler(rec.class_name)
+        h = rec.handler()
         if kind == "channelwise":
             if rec.class_name != "BatchNormalization":
                 continue
