@@ -141,11 +141,8 @@ class Handler:
             return self.frozen_reason
         if self.kind != "producer" and "activation" in cfg and activation_fn(cfg["activation"]) is None:
             return f"activation {cfg['activation']!r} is not a known element-wise function"
-        if (
-            self.kind in ("producer", "depthwise")
-            and cfg.get("data_format", "channels_last") != "channels_last"
-        ):
-            return "data_format='channels_first'"
+        if cfg.get("data_format", "channels_last") == "channels_first":
+            return "data_format='channels_first' (asp cuts the last axis only)"
         if self.kind == "producer" and int(cfg.get("groups", 1) or 1) > 1:
             return f"grouped convolution (groups={cfg['groups']})"
         if self.kind == "channelwise" and self.extra.get("axis_checked"):
