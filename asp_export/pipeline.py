@@ -296,8 +296,14 @@ def _load_checkpoint(path: Path):
 
 
 def _save_model(model, path: Path) -> None:
+    """Save weights and architecture only: Keras 3 writes a compiled model's
+    optimizer slots into .keras files (tripling an Adam-trained file)."""
+    import keras
+
+    inference_copy = keras.Model.from_config(model.get_config())
+    inference_copy.set_weights(model.get_weights())
     with atomic_path(path) as tmp:
-        model.save(tmp, include_optimizer=False)
+        inference_copy.save(tmp)
 
 
 def _previous_seconds(run: RunDir, epochs_done: int) -> float:

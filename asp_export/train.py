@@ -158,7 +158,7 @@ def latest_checkpoint(run: RunDir) -> tuple[int, Path] | None:
 def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     with atomic_path(checkpoint_path(run, epoch)) as tmp:
-        model.save(tmp, include_optimizer=True)
+        model.save(tmp)  # a compiled model's .keras holds the optimizer state
     for old_epoch in range(epoch - CHECKPOINTS_KEPT, 0, -1):
         stale = checkpoint_path(run, old_epoch)
         if not stale.exists():

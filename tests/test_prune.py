@@ -81,6 +81,14 @@ def test_saved_models_load_in_safe_mode_without_custom_objects(finished_run):
         assert model.output_shape[-1] == 10
 
 
+def test_saved_models_hold_no_optimizer_state(finished_run):
+    out, _ = finished_run
+    report = json.loads((out / "report.json").read_text())
+    for kind in ("dense", "pruned"):
+        weights_bytes = 4 * report[kind]["params"]
+        assert report[kind]["size_bytes"] < 1.2 * weights_bytes + 64_000, kind
+
+
 def test_same_seed_gives_the_same_report(finished_run, tmp_path):
     out, _ = finished_run
     again = tmp_path / "again"
