@@ -242,3 +242,8 @@ def test_loader_refuses_an_unregistered_custom_layer(tmp_path):
     del keras.saving.get_custom_objects()["asp_gone>Gone"]
     with pytest.raises(ModelLoadError, match="custom layer"):
         load_keras_model(path)
+
+
+def test_unbuilt_sequential_is_a_user_error():
+    with pytest.raises(UserInputError, match="build it first"):
+        surgery.plan(keras.Sequential([L.Dense(3)]), 1e-3)
