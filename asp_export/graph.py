@@ -958,4 +958,11 @@ def build_graph(model, *, norms: dict | None = None, exclude=(), warn: bool = Tr
         from asp_export.errors import unknown_name_error
 
         raise unknown_name_error("layer", unknown[0], flat.layers)
-    return ChannelGraph(flat, norms=norms, exclude=exclude, warn=warn)
+    graph = ChannelGraph(flat, norms=norms, exclude=exclude, warn=warn)
+    not_producers = [n for n in (norms or {}) if graph.kinds.get(n) not in ("producer", "depthwise")]
+    if not_producers:
+        raise UserInputError(
+            f"norms names layer {not_producers[0]!r}, which does not produce channels asp can remove "
+            f"({graph.kinds.get(not_producers[0])}); give norms for Conv/Dense/Depthwise/Separable layers."
+        )
+    return graph

@@ -134,6 +134,8 @@ def test_norms_override_the_kernel_norms():
     assert surgery.plan(model, 1e-6, norms={"conv1": norms}).groups[1].drop == [2, 7]
     with pytest.raises(UserInputError, match="16 output channels"):
         surgery.plan(model, 1e-6, norms={"conv1": np.ones(3)})
+    with pytest.raises(UserInputError, match="does not produce channels"):
+        surgery.plan(model, 1e-6, norms={"bn1": np.ones(16)})
 
 
 def test_bad_options_are_user_errors():
