@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import types
 
@@ -20,7 +21,10 @@ ZOO_SMALL = {  # name -> small input shape so every model converts in about a se
     "tiny_se": None,
     "lenet5": (16, 16, 1),
     "gasl-mnist": (8, 8, 1),
+    "lenet-300-100": (16, 16, 1),
 }
+# The CIFAR-sized zoo takes 1-20 s per conversion here; run with ASP_SLOW_TESTS=1.
+ZOO_LARGE = {"resnet20": (16, 16, 3), "resnet56": (16, 16, 3), "vgg16-cifar": None, "mobilenetv2-cifar": None}
 N = 24  # parity samples: not a multiple of typical batches, so chunking is exercised
 
 
@@ -78,6 +82,26 @@ def test_zoo_models_export_with_parity(name, fmt_key, tmp_path):
     fmt = FORMATS[fmt_key]
     _, result = _export_and_check(
         model, fmt_key, tmp_path / f"m{fmt.suffix}", FileSpec(batch=fmt.default_batch)
+    )
+    assert result.passed, f"{name} {fmt_key}: {result.failures}"
+
+
+def test_zoo_covers_every_registered_model():
+    from asp_export.models import list_models
+
+    assert set(list_models()) - {"tiny_cnn"} == set(ZOO_SMALL) | set(ZOO_LARGE)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ASP_SLOW_TESTS"), reason="CIFAR-sized zoo: set ASP_SLOW_TESTS=1")
+@pytest.mark.parametrize("name", list(ZOO_LARGE))
+@pytest.mark.parametrize("fmt_key", ["onnx", "tflite"])
+def test_large_zoo_models_export_with_parity(name, fmt_key, tmp_path):
+    model = _model(name)
+    fmt = FORMATS[fmt_key]
+    x = _inputs(model, 8)
+    _, result = _export_and_check(
+        model, fmt_key, tmp_path / f"m{fmt.suffix}", FileSpec(batch=fmt.default_batch), x
     )
     assert result.passed, f"{name} {fmt_key}: {result.failures}"
 
