@@ -35,10 +35,13 @@ class SurgeryConfig:
             |w| <= 1e-3 element-wise rule.
         round_to: round kept channels per group up to a multiple of this
             (runtime-friendly widths); 1 keeps exactly the live channels.
+            Default 8: on onnxruntime CPU, rounded widths turned 0.81 of the
+            FLOPs cut into time against 0.45 unrounded (demo model, batch 32;
+            docs/results.md), and were faster in absolute terms.
     """
 
     threshold: float = 1e-3
-    round_to: int = 1
+    round_to: int = 8
     min_channels: int = 1
 
     def __post_init__(self) -> None:
@@ -204,9 +207,18 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         "finetuned": finetuned,
         "layers": layers,
         "structure": structure_string(layers),
+        "structure_live": _live_structure(dense, options.surgery.threshold, before),
         "elementwise_sparsity": round(elementwise_sparsity(dense), 6),
         "plan": plan.to_dict(),
     }
+
+
+def _live_structure(dense, threshold: float, regularised: dict[str, int]) -> str:
+    """Live groups per regularised layer before rounding (the paper's notation)."""
+    from asp_export import surgery
+
+    live = {entry["name"]: entry["after"] for entry in surgery.plan(dense, threshold=threshold).layers}
+    return "-".join(str(live.get(name, total)) for name, total in regularised.items())
 
 
 def evaluate(model, dataset, batch_size: int, from_logits: bool = True) -> float:

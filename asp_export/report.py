@@ -74,7 +74,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     if report.get("finetuned"):
         lines.append(f"| pruned, fine-tuned | {_pct(report['finetuned'].get('accuracy'))} | | | |")
-    lines += ["", f"Structure (kept groups per layer): **{report['structure']}**"]
+    lines += [
+        "",
+        f"Structure (kept groups per layer): **{report['structure']}**"
+        + (f" (live before rounding: {report['structure_live']})" if report.get("structure_live") else ""),
+    ]
     if pruned.get("flops") and dense.get("flops"):
         lines.append(
             f"; {dense['flops'] / pruned['flops']:.2f}x fewer FLOPs, {dense['params'] / pruned['params']:.2f}x fewer params."

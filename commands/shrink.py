@@ -25,9 +25,10 @@ See docs/surgery.md.
 @click.option(
     "--round-to",
     type=click.IntRange(min=1),
-    default=1,
+    default=8,
     show_default=True,
-    help="Round each layer's kept channel count up to a multiple of N.",
+    help="Round each layer's kept channel count up to a multiple of N (runtime-friendly widths, as "
+    "asp prune; 1 keeps exactly the live channels).",
 )
 @click.option(
     "--min-channels",
