@@ -80,9 +80,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         + (f" (live before rounding: {report['structure_live']})" if report.get("structure_live") else ""),
     ]
     if pruned.get("flops") and dense.get("flops"):
-        lines.append(
-            f"; {dense['flops'] / pruned['flops']:.2f}x fewer FLOPs, {dense['params'] / pruned['params']:.2f}x fewer params."
-        )
+        flops_ratio = dense["flops"] / pruned["flops"]
+        params_ratio = dense["params"] / pruned["params"]
+        lines[-1] += f"; {flops_ratio:.2f}x fewer FLOPs, {params_ratio:.2f}x fewer params."
     lines += [
         "",
         f"Element-wise sparsity (the paper's metric, |w| <= 1e-3): {_pct(report['elementwise_sparsity'])}.",
@@ -90,6 +90,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| layer | groups before | groups after |",
         "| --- | ---: | ---: |",
     ]
-    lines += [f"| {layer['name']} | {layer['groups_before']} | {layer['groups_after']} |" for layer in report["layers"]]
+    lines += [
+        f"| {layer['name']} | {layer['groups_before']} | {layer['groups_after']} |"
+        for layer in report["layers"]
+    ]
     lines.append("")
     return "\n".join(lines)

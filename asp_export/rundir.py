@@ -131,9 +131,13 @@ class RunDir:
         """Open an existing run directory written by `asp prune`."""
         run = cls(root)
         if not run.root.is_dir():
-            raise RunDirError(f"Run directory {run.root} does not exist; create one with `asp prune --out {run.root}`.")
+            raise RunDirError(
+                f"Run directory {run.root} does not exist; create one with `asp prune --out {run.root}`."
+            )
         if not run.config_json.is_file():
-            raise RunDirError(f"{run.root} is not an asp run directory (no config.json); run `asp prune` first.")
+            raise RunDirError(
+                f"{run.root} is not an asp run directory (no config.json); run `asp prune` first."
+            )
         read_json(run.config_json)  # validates schema
         return run
 
@@ -150,7 +154,9 @@ def read_json(path: str | Path, *, what: str | None = None) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunDirError(f"{path} is not valid JSON ({err}); re-create it or restore it from version control.") from None
+        raise RunDirError(
+            f"{path} is not valid JSON ({err}); re-create it or restore it from version control."
+        ) from None
     if not isinstance(data, dict):
         raise RunDirError(f"{path} must hold a JSON object, found {type(data).__name__}.")
     version = data.get("schema_version")
@@ -158,6 +164,7 @@ def read_json(path: str | Path, *, what: str | None = None) -> dict[str, Any]:
         raise RunDirError(f"{path} has no integer schema_version; it was not written by asp.")
     if version > SCHEMA_VERSION:
         raise RunDirError(
-            f"{path} has schema_version {version}, newer than this asp understands ({SCHEMA_VERSION}); upgrade asp."
+            f"{path} has schema_version {version}, newer than this asp understands "
+            f"({SCHEMA_VERSION}); upgrade asp."
         )
     return data

@@ -39,13 +39,23 @@ def _time_steps(model, x, y, config, steps: int, batch: int) -> float:
         if config.solver == "proximal" and config.effective_lambda_group > 0:
             callbacks.append(sparsity.make_proximal_callback(kernels, config))
         callbacks.append(timer)  # after the prox callback, so its time is included
-        model.fit(x, y, batch_size=batch, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks,
-                  shuffle=False)
+        model.fit(
+            x,
+            y,
+            batch_size=batch,
+            epochs=1,
+            steps_per_epoch=steps,
+            verbose=0,
+            callbacks=callbacks,
+            shuffle=False,
+        )
     return statistics.median(timer.times[3:])  # the first steps include tracing
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="gasl-mnist,resnet20")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
@@ -54,8 +64,8 @@ def main() -> None:
 
     import keras
     import numpy as np
-
     from asp_export.models import create_model, get_model_entry
+
     from asp_export.sparsity import SparsityConfig
     from asp_export.train import compile_model
 

@@ -21,11 +21,22 @@ def _input_shape(ctx, param, value):
 
 
 @click.command("prune")
-@click.option("--model", "model", default="gasl-mnist", show_default=True,
-              help="Zoo model name (see `asp models`) or a .keras file (loaded in safe mode).")
-@click.option("--data", default="digits", show_default=True,
-              help="digits, mnist, fashion-mnist, cifar10, cifar100, folder:PATH or npz:PATH.")
-@click.option("--data-dir", type=click.Path(file_okay=True), help="Folder holding the dataset's official files.")
+@click.option(
+    "--model",
+    "model",
+    default="gasl-mnist",
+    show_default=True,
+    help="Zoo model name (see `asp models`) or a .keras file (loaded in safe mode).",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    help="digits, mnist, fashion-mnist, cifar10, cifar100, folder:PATH or npz:PATH.",
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=True), help="Folder holding the dataset's official files."
+)
 @click.option("--input-shape", callback=_input_shape, help="H,W,C the model is built for (zoo models).")
 @click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
@@ -34,12 +45,20 @@ def _input_shape(ctx, param, value):
 @click.option("--lambda-group", type=float, help="Group-lasso weight.  [default: 1e-3]")
 @click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
 @click.option("--solver", type=click.Choice(SOLVERS), help="How group lasso is applied.  [default: proximal]")
-@click.option("--prox-scale", type=float, help="Proximal strength multiplier (docs/method.md).  [default: 200]")
-@click.option("--group-weighting", type=click.Choice(WEIGHTINGS), help="Per-layer weight of the proximal shrink.")
+@click.option(
+    "--prox-scale", type=float, help="Proximal strength multiplier (docs/method.md).  [default: 200]"
+)
+@click.option(
+    "--group-weighting", type=click.Choice(WEIGHTINGS), help="Per-layer weight of the proximal shrink."
+)
 @click.option("--include-classifier", is_flag=True, default=None, help="Also regularise the output layer.")
 @click.option("--exclude", multiple=True, help="Layer name never regularised or pruned (repeatable).")
 @click.option("--threshold", type=float, help="A group is dead when its L2 norm is <= this.  [default: 1e-3]")
-@click.option("--round-to", type=int, help="Round kept channels up to a multiple of N (faster on real runtimes).  [default: 8]")
+@click.option(
+    "--round-to",
+    type=int,
+    help="Round kept channels up to a multiple of N (faster on real runtimes).  [default: 8]",
+)
 @click.option("--epochs", type=int, help="Training epochs.  [default: 15]")
 @click.option("--batch-size", type=int, help="Global batch size.  [default: 32]")
 @click.option("--lr", "learning_rate", type=float, help="Adam learning rate.  [default: 1e-3]")
@@ -72,13 +91,17 @@ def command(**options):
 
 def _summary(report: dict, out: str) -> str:
     dense, pruned = report["dense"], report["pruned"]
+    how = "rebuilt, fine-tuned" if report.get("finetuned") else "rebuilt"
+    live = f"  (live before rounding: {report['structure_live']})" if report.get("structure_live") else ""
+    flops_ratio = dense["flops"] / max(pruned["flops"], 1)
+    params_ratio = dense["params"] / max(pruned["params"], 1)
     lines = [
         f"dense accuracy   {100 * dense['accuracy']:.2f} %",
         f"masked accuracy  {100 * report['masked']['accuracy']:.2f} %  (dead groups zeroed)",
-        f"pruned accuracy  {100 * pruned['accuracy']:.2f} %  (rebuilt{', fine-tuned' if report.get('finetuned') else ''})",
-        f"structure        {report['structure']}",
-        f"FLOPs            {dense['flops']:,} -> {pruned['flops']:,}  ({dense['flops'] / max(pruned['flops'], 1):.2f}x fewer)",
-        f"params           {dense['params']:,} -> {pruned['params']:,}  ({dense['params'] / max(pruned['params'], 1):.2f}x fewer)",
+        f"pruned accuracy  {100 * pruned['accuracy']:.2f} %  ({how})",
+        f"structure        {report['structure']}{live}",
+        f"FLOPs            {dense['flops']:,} -> {pruned['flops']:,}  ({flops_ratio:.2f}x fewer)",
+        f"params           {dense['params']:,} -> {pruned['params']:,}  ({params_ratio:.2f}x fewer)",
         f"run directory    {out}  (next: asp export {out})",
     ]
     return "\n".join(lines)

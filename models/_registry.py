@@ -52,7 +52,9 @@ def create_model(name: str, *, input_shape: tuple[int, ...] | None = None, num_c
     shape = tuple(input_shape) if input_shape is not None else entry.default_input_shape
     classes = num_classes if num_classes is not None else entry.default_num_classes
     if len(shape) != 3 or any(int(d) <= 0 for d in shape):
-        raise UserInputError(f"input_shape must be (height, width, channels) with positive sizes, got {shape}.")
+        raise UserInputError(
+            f"input_shape must be (height, width, channels) with positive sizes, got {shape}."
+        )
     if classes < 2:
         raise UserInputError(f"num_classes must be at least 2, got {classes}.")
     return entry.build(input_shape=shape, num_classes=classes)

@@ -18,8 +18,19 @@ ASP = str(Path(sys.executable).with_name("asp"))
 
 PRUNE = ["prune", "--model", "lenet5", "--data", "digits", "--epochs", "8", "--finetune-epochs", "4"]
 EXPORT = ["export", "--format", "onnx"]
-BENCH = ["bench", "--runtime", "onnxruntime", "--provider", "cpu", "--batch", "1,32", "--min-time", "0.5",
-         "--iterations", "30"]
+BENCH = [
+    "bench",
+    "--runtime",
+    "onnxruntime",
+    "--provider",
+    "cpu",
+    "--batch",
+    "1,32",
+    "--min-time",
+    "0.5",
+    "--iterations",
+    "30",
+]
 # Accuracy: one digits test image is 0.28 pp. Latency: speedups are ratios measured within one run;
 # 50 % is above the run-to-run spread measured on a busy 2-core machine (docs/ci.md).
 BUDGETS = ["--max-accuracy-drop", "1.5", "--max-latency-regression", "50%"]
@@ -38,8 +49,16 @@ def _pipeline(run: Path, prune_extra: tuple[str, ...] = ()) -> None:
 def test_the_pipeline_passes_the_committed_gate(tmp_path):
     run = tmp_path / "gate"
     _pipeline(run)
-    result = _asp("check", str(run), "--baseline", str(BASELINE), "--format", "junit", "--output",
-                  str(tmp_path / "gate.xml"))
+    result = _asp(
+        "check",
+        str(run),
+        "--baseline",
+        str(BASELINE),
+        "--format",
+        "junit",
+        "--output",
+        str(tmp_path / "gate.xml"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
 

@@ -16,8 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (found,) = out.glob("asp_export-*.whl")
@@ -65,8 +77,10 @@ def test_exactly_one_onnxruntime_package_per_platform(wheel, sys_platform, machi
     ]
     environment = {"sys_platform": sys_platform, "platform_machine": machine, "extra": ""}
     chosen = [
-        r.name for r in requirements
-        if r.name in ("onnxruntime", "onnxruntime-gpu") and (r.marker is None or r.marker.evaluate(environment))
+        r.name
+        for r in requirements
+        if r.name in ("onnxruntime", "onnxruntime-gpu")
+        and (r.marker is None or r.marker.evaluate(environment))
     ]
     assert chosen == [expected]
 

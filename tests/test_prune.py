@@ -15,8 +15,22 @@ from click.testing import CliRunner
 from asp_export.cli import cli
 
 # lenet5 at 16x16 keeps a run to a few seconds on two CPU cores.
-FAST = ["--model", "lenet5", "--data", "digits", "--input-shape", "16,16,1", "--epochs", "2",
-        "--steps-per-epoch", "4", "--batch-size", "32", "--prox-scale", "300"]
+FAST = [
+    "--model",
+    "lenet5",
+    "--data",
+    "digits",
+    "--input-shape",
+    "16,16,1",
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "4",
+    "--batch-size",
+    "32",
+    "--prox-scale",
+    "300",
+]
 
 
 def _prune(args):
@@ -43,8 +57,20 @@ def test_run_directory_has_every_artifact(finished_run):
 def test_report_has_the_contract_fields(finished_run):
     out, output = finished_run
     report = json.loads((out / "report.json").read_text())
-    for key in ("schema_version", "model", "dataset", "method", "config", "seed", "versions", "layers",
-                "elementwise_sparsity", "structure", "plan", "masked"):
+    for key in (
+        "schema_version",
+        "model",
+        "dataset",
+        "method",
+        "config",
+        "seed",
+        "versions",
+        "layers",
+        "elementwise_sparsity",
+        "structure",
+        "plan",
+        "masked",
+    ):
         assert key in report, key
     for kind in ("dense", "pruned"):
         for field in ("accuracy", "params", "flops", "size_bytes"):
@@ -59,7 +85,9 @@ def test_surgery_changes_nothing_but_the_size(finished_run):
     out, _ = finished_run
     report = json.loads((out / "report.json").read_text())
     assert report["surgery"]["max_abs_diff_vs_masked"] < 1e-4
-    assert report["surgery"]["accuracy_before_finetune"] == pytest.approx(report["masked"]["accuracy"], abs=1e-9)
+    assert report["surgery"]["accuracy_before_finetune"] == pytest.approx(
+        report["masked"]["accuracy"], abs=1e-9
+    )
 
 
 def test_config_records_what_is_needed_to_rerun(finished_run):
@@ -166,7 +194,9 @@ def test_the_installed_console_script_runs(tmp_path):
     asp = Path(sys.executable).with_name("asp")
     result = subprocess.run(
         [str(asp), "prune", *FAST, "--epochs", "1", "--out", str(tmp_path / "sub")],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sub" / "pruned.keras").is_file()

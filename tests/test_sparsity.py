@@ -43,7 +43,9 @@ def test_penalty_matches_a_hand_computation():
     kernel[0, 0, :, 0] = [3.0, 4.0]  # ||g0|| = 5,  s0 = 25
     kernel[0, 0, :, 1] = [1.0, 0.0]  # ||g1|| = 1,  s1 = 1
     kernel[0, 0, :, 2] = [0.0, 0.0]  # ||g2|| = 0,  s2 = 0
-    group_lasso, inverse_var = sparsity.penalty_terms(keras.ops.convert_to_tensor(kernel), (0, 1, 2), eps=1e-6)
+    group_lasso, inverse_var = sparsity.penalty_terms(
+        keras.ops.convert_to_tensor(kernel), (0, 1, 2), eps=1e-6
+    )
     squared = np.array([25.0, 1.0, 0.0])
     expected_var = np.mean((squared - squared.mean()) ** 2)  # population variance, no sqrt on s_g
     assert float(group_lasso) == pytest.approx(6.0, rel=1e-5)
@@ -66,7 +68,7 @@ def test_guiding_term_gradient_spreads_group_energies_apart():
         grad = tape.gradient(inverse_var, kernel)
         kernel.assign_sub(1e-2 * grad / (tf.norm(grad) + 1e-12))  # normalised descent step
         variances.append(np.var(np.sum(kernel.numpy() ** 2, axis=(0, 1, 2))))
-    assert all(b > a for a, b in zip(variances, variances[1:]))
+    assert all(b > a for a, b in zip(variances, variances[1:], strict=False))
     assert variances[-1] > 2 * variances[0]
 
 
@@ -129,8 +131,14 @@ def test_proximal_training_makes_useless_groups_exactly_zero(keras_seed):
     model.compile(keras.optimizers.Adam(1e-2), "mse")
     config = sparsity.SparsityConfig(method="ssl", lambda_group=1e-1, prox_scale=10.0, group_weighting="none")
     with sparsity.attach(model, config) as kernels:
-        model.fit(x, y, epochs=40, batch_size=64, verbose=0,
-                  callbacks=[sparsity.make_proximal_callback(kernels, config)])
+        model.fit(
+            x,
+            y,
+            epochs=40,
+            batch_size=64,
+            verbose=0,
+            callbacks=[sparsity.make_proximal_callback(kernels, config)],
+        )
     norms = sparsity.grouped_kernels(model)[0].norms()
     assert np.sum(norms == 0.0) >= 5, norms
     assert np.sum(norms > 0.0) >= 1

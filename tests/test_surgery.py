@@ -177,7 +177,9 @@ def model_file(tmp_path):
 
 
 def test_shrink_dry_run_prints_the_table_and_writes_nothing(model_file, tmp_path):
-    result = CliRunner().invoke(cli, ["shrink", str(model_file), "--threshold", "1e-6", "--round-to", "1", "--dry-run"])
+    result = CliRunner().invoke(
+        cli, ["shrink", str(model_file), "--threshold", "1e-6", "--round-to", "1", "--dry-run"]
+    )
     assert result.exit_code == 0, result.output
     assert "conv1 -> bn1 -> relu1" in result.output
     assert "drop 4 of" in result.output
@@ -186,7 +188,9 @@ def test_shrink_dry_run_prints_the_table_and_writes_nothing(model_file, tmp_path
 
 def test_shrink_writes_the_model_and_a_report(model_file, tmp_path):
     out = tmp_path / "small.keras"
-    result = CliRunner().invoke(cli, ["shrink", str(model_file), "-t", "1e-6", "--round-to", "1", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["shrink", str(model_file), "-t", "1e-6", "--round-to", "1", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output
     small = keras.saving.load_model(out, safe_mode=True, compile=False)
@@ -207,7 +211,10 @@ def test_shrink_rounds_kept_widths_to_multiples_of_8_by_default(tmp_path):
     assert keras.saving.load_model(out, safe_mode=True, compile=False).get_layer("conv1").filters == 16
     _kill(model, "conv1", list(range(9)))
     model.save(path)
-    assert CliRunner().invoke(cli, ["shrink", str(path), "-t", "1e-6", "--out", str(out), "--force"]).exit_code == 0
+    assert (
+        CliRunner().invoke(cli, ["shrink", str(path), "-t", "1e-6", "--out", str(out), "--force"]).exit_code
+        == 0
+    )
     assert keras.saving.load_model(out, safe_mode=True, compile=False).get_layer("conv1").filters == 8
 
 

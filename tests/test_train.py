@@ -66,12 +66,14 @@ _ONE_STEP = textwrap.dedent(
 def test_one_gasl_step_on_two_replicas_equals_one_step_on_one_device(solver):
     import numpy as np
 
-    result = subprocess.run([sys.executable, "-c", _ONE_STEP, solver], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", _ONE_STEP, solver], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])
     assert runs["mirrored"]["replicas"] == 2
     assert runs["mirrored"]["loss"] == pytest.approx(runs["single"]["loss"], rel=1e-5)
-    for single, mirrored in zip(runs["single"]["weights"], runs["mirrored"]["weights"]):
+    for single, mirrored in zip(runs["single"]["weights"], runs["mirrored"]["weights"], strict=True):
         np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
 
 
@@ -79,8 +81,24 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
     import keras
 
     out = tmp_path / "mp"
-    args = ["prune", "--model", "lenet5", "--data", "digits", "--input-shape", "16,16,1", "--epochs", "1",
-            "--steps-per-epoch", "2", "--batch-size", "16", "--mixed-precision", "--out", str(out)]
+    args = [
+        "prune",
+        "--model",
+        "lenet5",
+        "--data",
+        "digits",
+        "--input-shape",
+        "16,16,1",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "16",
+        "--mixed-precision",
+        "--out",
+        str(out),
+    ]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
@@ -93,8 +111,21 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
 
 def test_multi_worker_without_a_cluster_is_refused(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    args = ["prune", "--model", "lenet5", "--data", "digits", "--input-shape", "16,16,1", "--epochs", "1",
-            "--strategy", "multi-worker", "--out", str(tmp_path / "mw")]
+    args = [
+        "prune",
+        "--model",
+        "lenet5",
+        "--data",
+        "digits",
+        "--input-shape",
+        "16,16,1",
+        "--epochs",
+        "1",
+        "--strategy",
+        "multi-worker",
+        "--out",
+        str(tmp_path / "mw"),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert "TF_CONFIG" in result.output
