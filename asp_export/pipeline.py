@@ -97,6 +97,11 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     if resume:
         run = RunDir.open(options.out)
         options = PruneOptions.from_dict(read_json(run.config_json)["options"])
+        _remove_stale_temporaries(run)
+        state = read_json(run.state_json) if run.state_json.is_file() else {}
+        if state.get("complete") and run.report_json.is_file():
+            log.warning("%s is already complete; nothing to resume (to redo it, prune again with --force).", run.root)
+            return read_json(run.report_json)
         log.info("Resuming %s", run.root)
     else:
         RunDir.create(options.out, force=force, dry_run=True)  # refuse early, before any work
@@ -316,6 +321,15 @@ def _save_model(model, path: Path) -> None:
     inference_copy.set_weights(model.get_weights())
     with atomic_path(path) as tmp:
         inference_copy.save(tmp)
+
+
+def _remove_stale_temporaries(run: RunDir) -> None:
+    """Delete the hidden `.NAME.*.tmp.EXT` files a SIGKILL left mid-write (atomic_path's names)."""
+    import shutil
+
+    for tmp in sorted(run.root.rglob(".*.tmp*"), reverse=True):
+        log.info("Removing %s (left by a killed run)", tmp)
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
 
 
 def _previous_seconds(run: RunDir, epochs_done: int) -> float:
