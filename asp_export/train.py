@@ -100,7 +100,15 @@ def describe_devices(strategy) -> dict:
         "gpus": details,
         "device": "GPU" if gpus else "CPU",
         "logical_devices": [d.name for d in tf.config.list_logical_devices()],
+        "replica_devices": _replica_devices(strategy),
     }
+
+
+def _replica_devices(strategy) -> list[str]:
+    try:
+        return [str(device) for device in strategy.extended.worker_devices]
+    except (AttributeError, RuntimeError):  # the default strategy has no device list
+        return []
 
 
 def set_determinism(seed: int) -> None:
