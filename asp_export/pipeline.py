@@ -67,8 +67,14 @@ class PruneOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
+    target_flops: float | None = None  # fraction of dense FLOPs to remove (asp_export/targets.py)
+    target_sparsity: float | None = None  # fraction of dense params to remove
+    target_scope: str | None = None  # global | layer | uniform; default per method
 
     def __post_init__(self) -> None:
+        from asp_export.targets import validate_target
+
+        validate_target(self.target_flops, self.target_sparsity, self.target_scope)
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
         if self.finetune_epochs < 0:
@@ -106,11 +112,18 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     else:
         RunDir.create(options.out, force=force, dry_run=True)  # refuse early, before any work
 
-    from asp_export import train
+    if options.sparsity.method == "magnitude":  # TF-MOT needs tf_keras: its own process
+        from asp_export.magnitude import run_magnitude
+
+        return run_magnitude(options, force=force, resume=resume)
+
+    from asp_export import methods, train
 
     # Validate the model and the data before a run directory exists.
     model_source = _model_source(options.model)
     dataset = _load_data(options, model_source)
+    if not resume:
+        methods.validate(options, lambda: _build_model(options, model_source, dataset))
     train.set_mixed_precision(options.train.mixed_precision)
     train.set_determinism(options.train.seed)
     strategy = train.make_strategy(options.train.strategy)
@@ -171,16 +184,13 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
     from_logits = _emits_logits(dense)
     dense_accuracy = evaluate(dense, dataset, batch, from_logits)
 
-    plan = surgery.plan(
-        dense,
-        threshold=options.surgery.threshold,
-        round_to=options.surgery.round_to,
-        min_channels=options.surgery.min_channels,
-    )
-    masked = surgery.mask(dense, plan)
+    from asp_export.methods import choose_plan
+
+    source, plan, target = choose_plan(dense, options)  # source: dense, or a copy with the cut channels zeroed
+    masked = surgery.mask(source, plan)
     masked_accuracy = evaluate(masked, dataset, batch, from_logits)
     with strategy.scope():  # fine-tuning, if asked, trains this very model
-        pruned = surgery.apply(dense, plan)
+        pruned = surgery.apply(source, plan)
     pruned_accuracy = evaluate(pruned, dataset, batch, from_logits)
 
     probe = dataset.sample(min(64, dataset.n_test), split="test")
@@ -215,6 +225,7 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         "structure_live": _live_structure(dense, options.surgery.threshold, before),
         "elementwise_sparsity": round(elementwise_sparsity(dense), 6),
         "plan": plan.to_dict(),
+        "target": target,
     }
 
 
@@ -361,7 +372,7 @@ def _config_record(options: PruneOptions, model, model_source: str, dataset, str
 
 _TRAIN_KEYS = {"epochs", "batch_size", "learning_rate", "steps_per_epoch", "seed", "mixed_precision", "strategy"}
 _SPARSITY_KEYS = {
-    "method", "lambda_group", "lambda_var", "solver", "prox_scale", "group_weighting", "include_classifier", "exclude",
+    "method", "lambda_group", "lambda_var", "solver", "group_weighting", "include_classifier", "exclude",
 }
 _SURGERY_KEYS = {"threshold", "round_to", "min_channels"}
 

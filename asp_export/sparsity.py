@@ -37,7 +37,7 @@ from asp_export.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gasl", "ssl", "none")
+METHODS = ("gasl", "ssl", "none", "l1-filter", "slimming", "magnitude")  # asp_export/methods.py
 SOLVERS = ("proximal", "subgradient")
 WEIGHTINGS = ("sqrt", "none")
 
@@ -52,10 +52,6 @@ class SparsityConfig:
         lambda_group: weight of the group-lasso term (paper: 1e-3).
         lambda_var: weight of the guiding term (paper: 1e-2); ignored unless gasl.
         solver: ``proximal`` or ``subgradient`` (see module docstring).
-        prox_scale: the proximal threshold per step is
-            ``learning_rate * lambda_group * prox_scale * w_l``; it converts the
-            paper's lambda (tuned for its 100k-step subgradient runs) into a
-            shrink that kills filters in hundreds of steps.
         group_weighting: ``sqrt`` makes w_l = sqrt(group size) (Yuan & Lin's
             group lasso), so layers with large groups shrink at the same
             relative rate as layers with small ones; ``none`` (w_l = 1) is the
@@ -69,7 +65,6 @@ class SparsityConfig:
     lambda_group: float = 1e-3
     lambda_var: float = 1e-2
     solver: str = "proximal"
-    prox_scale: float = 200.0
     group_weighting: str = "sqrt"
     eps: float = 1e-6
     include_classifier: bool = False
@@ -84,7 +79,7 @@ class SparsityConfig:
             )
         if self.solver not in SOLVERS:
             raise UserInputError(f"Unknown solver {self.solver!r}; valid: {', '.join(SOLVERS)}.")
-        for name in ("lambda_group", "lambda_var", "prox_scale", "eps"):
+        for name in ("lambda_group", "lambda_var", "eps"):
             value = getattr(self, name)
             if not (value >= 0 and np.isfinite(value)):
                 raise UserInputError(f"{name} must be a finite number >= 0, got {value}.")
@@ -295,7 +290,10 @@ def attach(model, config: SparsityConfig) -> Iterator[list[GroupedKernel]]:
                 grouped.variable.regularizer = GASLRegularizer(
                     grouped.reduce_axes, lambda_group, lambda_var, config.eps
                 )
-        yield kernels
+        from asp_export.methods import attach_extra  # slimming's L1 on BN gammas
+
+        with attach_extra(model, config):
+            yield kernels
     finally:
         for grouped, regularizer in zip(kernels, previous):
             grouped.variable.regularizer = regularizer
@@ -329,42 +327,67 @@ def soft_threshold_groups(
 
 
 def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig):
-    """A Keras callback applying the group-lasso proximal step after every batch."""
+    """A Keras callback applying the group-lasso proximal step after every batch.
+
+    The proximal step size is the one the optimizer just used, taken per group:
+    Adam moved the group by about lr / sqrt(v_g) per coordinate, with v_g the
+    mean of its coordinates' second moments (bias-corrected), so the group's
+    threshold is lambda * w_l * lr / sqrt(v_g); other optimizers use lr. Its
+    fixed point is the group-lasso optimum -- a group dies iff its loss gradient
+    norm stays below lambda * w_l -- however many steps training runs, which a
+    fixed per-step shrink is not (that empties a network trained long enough).
+    """
     import keras
     import tensorflow as tf
 
-    strength = config.effective_lambda_group * config.prox_scale
+    strength = config.effective_lambda_group
+    weights = [
+        float(np.sqrt(grouped.group_size)) if config.group_weighting == "sqrt" else 1.0 for grouped in kernels
+    ]
 
     class ProximalGroupLasso(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            optimizer = self.model.optimizer
-            inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-
-            weights = [
-                float(np.sqrt(grouped.group_size)) if config.group_weighting == "sqrt" else 1.0
-                for grouped in kernels
-            ]
-
-            @tf.function
-            def step():
-                learning_rate = tf.cast(inner.learning_rate, tf.float32)
-                for grouped, weight in zip(kernels, weights):
-                    variable = grouped.variable
-                    kernel, companions = soft_threshold_groups(
-                        variable.value,
-                        grouped.reduce_axes,
-                        learning_rate * (strength * weight),
-                        companions=[c.value for c in grouped.companions],
-                        spare_strongest=True,
-                    )
-                    variable.assign(kernel)
-                    for companion, value in zip(grouped.companions, companions):
-                        companion.assign(value)
-
-            self._step = step
-
         def on_train_batch_end(self, batch, logs=None):
+            if not hasattr(self, "_step"):  # the optimizer's slots exist only after its first step
+                self._step = _build_step(self.model.optimizer)
             self._step()
+
+    def _build_step(optimizer):
+        inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        adam_like = all(hasattr(inner, name) for name in ("_velocities", "beta_1", "beta_2", "epsilon"))
+
+        def second_moments(variable):
+            velocity = inner._velocities[inner._get_variable_index(variable)]
+            return tf.cast(velocity.value, tf.float32)
+
+        @tf.function
+        def step():
+            learning_rate = tf.cast(inner.learning_rate, tf.float32)
+            if adam_like:
+                bias_correction = 1.0 - inner.beta_2 ** tf.cast(inner.iterations, tf.float32)
+            for grouped, weight in zip(kernels, weights, strict=True):
+                variable = grouped.variable
+                if adam_like:
+                    # One second moment per group (the mean of its coordinates'): a mean of
+                    # per-coordinate steps lr/sqrt(v) would be ruled by near-zero gradients.
+                    total = tf.reduce_sum(second_moments(variable), axis=grouped.reduce_axes)
+                    for companion in grouped.companions:
+                        total += second_moments(companion)
+                    group_v = total / float(grouped.group_size + len(grouped.companions)) / bias_correction
+                    mean_step = learning_rate / (tf.sqrt(group_v) + inner.epsilon)
+                else:
+                    mean_step = learning_rate
+                kernel, companions = soft_threshold_groups(
+                    variable.value,
+                    grouped.reduce_axes,
+                    strength * weight * mean_step,
+                    companions=[c.value for c in grouped.companions],
+                    spare_strongest=True,
+                )
+                variable.assign(kernel)
+                for companion, value in zip(grouped.companions, companions, strict=True):
+                    companion.assign(value)
+
+        return step
 
     return ProximalGroupLasso()
 

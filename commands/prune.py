@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from asp_export.sparsity import METHODS, SOLVERS, WEIGHTINGS
+from asp_export.targets import SCOPES
 from asp_export.train import STRATEGIES
 
 
@@ -41,13 +42,30 @@ def _input_shape(ctx, param, value):
 @click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue the killed run in this directory.")
-@click.option("--method", type=click.Choice(METHODS), help="gasl (default), ssl (lambda_var=0) or none.")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    help="gasl (default), ssl (lambda_var=0), none, l1-filter, slimming (BN models) or magnitude "
+    "(TF-MOT, unstructured); docs/evidence.md.",
+)
+@click.option(
+    "--target-flops",
+    type=float,
+    help="Fraction of the dense FLOPs to REMOVE (0.8 keeps at most 20 %); picks the cut to reach it.",
+)
+@click.option(
+    "--target-sparsity",
+    type=float,
+    help="Fraction of the dense params to REMOVE (magnitude: element-wise weight sparsity).",
+)
+@click.option(
+    "--target-scope",
+    type=click.Choice(SCOPES),
+    help="Rank channels globally, per layer (normalised), or cut the same share of every layer.",
+)
 @click.option("--lambda-group", type=float, help="Group-lasso weight.  [default: 1e-3]")
 @click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
 @click.option("--solver", type=click.Choice(SOLVERS), help="How group lasso is applied.  [default: proximal]")
-@click.option(
-    "--prox-scale", type=float, help="Proximal strength multiplier (docs/method.md).  [default: 200]"
-)
 @click.option(
     "--group-weighting", type=click.Choice(WEIGHTINGS), help="Per-layer weight of the proximal shrink."
 )

@@ -28,8 +28,6 @@ FAST = [
     "4",
     "--batch-size",
     "32",
-    "--prox-scale",
-    "300",
 ]
 
 

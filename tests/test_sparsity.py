@@ -129,7 +129,7 @@ def test_proximal_training_makes_useless_groups_exactly_zero(keras_seed):
     hidden = keras.layers.Dense(8, name="hidden")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden))
     model.compile(keras.optimizers.Adam(1e-2), "mse")
-    config = sparsity.SparsityConfig(method="ssl", lambda_group=1e-1, prox_scale=10.0, group_weighting="none")
+    config = sparsity.SparsityConfig(method="ssl", lambda_group=1.0, group_weighting="none")
     with sparsity.attach(model, config) as kernels:
         model.fit(
             x,

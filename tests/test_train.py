@@ -42,8 +42,7 @@ _ONE_STEP = textwrap.dedent(
         compile_model(model, 1e-2)
         return model
 
-    config = sparsity.SparsityConfig(method="gasl", solver=solver, lambda_group=1e-1, lambda_var=1e-3,
-                                     prox_scale=10.0)
+    config = sparsity.SparsityConfig(method="gasl", solver=solver, lambda_group=1.0, lambda_var=1e-3)
     results = {}
     for name, strategy in (("single", tf.distribute.get_strategy()),
                            ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
