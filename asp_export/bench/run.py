@@ -292,6 +292,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
                 if pair is not None:
                     pairs.append(pair)
 
+    _refuse_unloadable_files(targets, rows, config)
     profiles = _profiles(targets, config, threads) if config.profile else []
     data = {
         "schema_version": SCHEMA_VERSION,
@@ -317,6 +318,17 @@ def run_bench(config: BenchConfig) -> BenchResult:
         "profiles": profiles,
     }
     return BenchResult(data=data, out_dir=out_dir)
+
+
+def _refuse_unloadable_files(targets: list[Target], rows: list[dict[str, Any]], config: BenchConfig) -> None:
+    """A file the user named that no runtime could even load is bad input (exit 2), not a result row."""
+    named = {str(Path(p)) for p in config.inputs}
+    for target in targets:
+        own = [row for row in rows if row["path"] == str(target.path)]
+        if str(target.path) in named and own and all(row["status"] == "load_failed" for row in own):
+            raise UserInputError(
+                f"{target.path} cannot be loaded (truncated or not a model file?): {own[0]['error']}"
+            )
 
 
 def _groups(targets: list[Target]) -> list[list[Target]]:
