@@ -1,0 +1,225 @@
+"""The pruning methods `asp prune --method` offers, and how each one chooses channels.
+
+Every structured method ends in the same surgery (`asp_export.surgery`); they
+differ in how they train and in how they rank channels:
+
+| method | training | channel score | default scope |
+| --- | --- | --- | --- |
+| ``gasl`` | group lasso + guiding 1/variance term (asp_export.sparsity) | kernel group L2 norm | global |
+| ``ssl`` | group lasso only (Wen et al. 2016) | kernel group L2 norm | global |
+| ``none`` | plain | kernel group L2 norm | global |
+| ``l1-filter`` | plain (Li et al. 2017) | kernel L1 norm | uniform |
+| ``slimming`` | L1 on BatchNormalization gammas (Liu et al. 2017) | abs(gamma) | global |
+| ``magnitude`` | TF-MOT prune_low_magnitude, own process (asp_export.magnitude) | -- | -- |
+
+Without a target, gasl/ssl/none cut the groups whose norm is <= ``--threshold``
+(the original `asp prune` behaviour); l1-filter and slimming need a target
+(``--target-flops`` / ``--target-sparsity``) because their scores have no
+natural zero. With a target, `asp_export.targets.reach` picks the cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from asp_export.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one method trains and ranks channels."""
+
+    name: str
+    summary: str
+    score: str  # "l2", "l1" or "gamma"
+    scope: str  # default target scope
+    needs_target: bool = False
+    needs_batch_norm: bool = False
+
+
+METHOD_TABLE: dict[str, Method] = {
+    "gasl": Method("gasl", "group lasso + attention (guiding 1/variance) term", "l2", "global"),
+    "ssl": Method("ssl", "group lasso only (Wen et al. 2016)", "l2", "global"),
+    "none": Method("none", "plain training, prune by group L2 norm", "l2", "global"),
+    "l1-filter": Method("l1-filter", "plain training, prune lowest-L1 filters (Li et al. 2017)", "l1", "uniform",
+                        needs_target=True),
+    "slimming": Method("slimming", "L1 on BatchNorm gammas, prune lowest |gamma| (Liu et al. 2017)", "gamma",
+                       "global", needs_target=True, needs_batch_norm=True),
+    "magnitude": Method("magnitude", "TF-MOT prune_low_magnitude (unstructured; no speedup)", "none", "global"),
+}
+
+# L1 weight on BN gammas for slimming when --lambda-group is left at its default (Liu et al.: 1e-4
+# on CIFAR; short CPU runs need a stronger push to separate the gammas).
+SLIMMING_DEFAULT_LAMBDA = 1e-3
+
+
+def get_method(name: str) -> Method:
+    if name not in METHOD_TABLE:
+        raise UserInputError(f"Unknown method {name!r}; valid: {', '.join(METHOD_TABLE)}.")
+    return METHOD_TABLE[name]
+
+
+# --- validation (before a run directory exists) --------------------------------------------
+
+
+def validate(options, build_model) -> None:
+    """Refuse a method/model/target combination that cannot work, with one line.
+
+    Args:
+        options: the run's `PruneOptions`.
+        build_model: returns the untrained model (called only when the method must inspect it).
+
+    Raises:
+        UserInputError: l1-filter/slimming without a target, slimming on a model
+            without BatchNormalization after a prunable layer, a FLOPs target for magnitude.
+    """
+    method = get_method(options.sparsity.method)
+    has_target = options.target_flops is not None or options.target_sparsity is not None
+    if method.needs_target and not has_target:
+        raise UserInputError(
+            f"--method {method.name} ranks channels but has no natural cut-off; give --target-flops or "
+            "--target-sparsity (e.g. --target-flops 0.5 removes half the FLOPs)."
+        )
+    if method.needs_batch_norm and not gamma_scores(model := build_model(), options.sparsity):
+        raise UserInputError(
+            f"--method slimming needs BatchNormalization layers (it prunes channels by their BN scale gamma), "
+            f"and {model.name} has none after a prunable layer; use --method l1-filter, ssl or gasl."
+        )
+    if method.name == "magnitude" and options.target_flops is not None:
+        raise UserInputError(
+            "--method magnitude zeroes single weights and removes no FLOPs; give --target-sparsity instead."
+        )
+
+
+# --- training-time hook (called by asp_export.sparsity.attach) ------------------------------
+
+
+@contextlib.contextmanager
+def attach_extra(model, config) -> Iterator[None]:
+    """Attach a method's own training regulariser for the duration of training.
+
+    slimming: ``lambda * sum |gamma|`` on every BatchNormalization gamma, by subgradient
+    (as Liu et al.), with lambda = ``--lambda-group`` if set, else `SLIMMING_DEFAULT_LAMBDA`.
+    Restored on exit, so the saved model holds plain Keras layers.
+    """
+    if config.method != "slimming":
+        yield
+        return
+    weight = config.lambda_group if config.lambda_group != 1e-3 else SLIMMING_DEFAULT_LAMBDA
+    gammas = [
+        layer.gamma
+        for layer in _all_layers(model)
+        if type(layer).__name__ == "BatchNormalization" and getattr(layer, "gamma", None) is not None
+    ]
+    previous = [g.regularizer for g in gammas]
+    try:
+        for gamma in gammas:
+            gamma.regularizer = _GammaL1(weight)
+        yield
+    finally:
+        for gamma, regularizer in zip(gammas, previous, strict=True):
+            gamma.regularizer = regularizer
+
+
+class _GammaL1:
+    def __init__(self, weight: float) -> None:
+        self.weight = float(weight)
+
+    def __call__(self, gamma):
+        from keras import ops
+
+        return self.weight * ops.sum(ops.abs(gamma))
+
+    def get_config(self) -> dict:
+        return {"weight": self.weight}
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+# --- scores -------------------------------------------------------------------------------
+
+
+def gamma_scores(model, config) -> dict[str, np.ndarray]:
+    """{producer layer: abs(gamma) of the BatchNormalization reading it} (slimming's score)."""
+    from asp_export.sparsity import grouped_kernels
+
+    scores = {}
+    for grouped in grouped_kernels(model, include_classifier=config.include_classifier, exclude=config.exclude):
+        gammas = [c for c in grouped.companions if c.path.endswith("gamma")]
+        if gammas:
+            scores[grouped.name] = np.abs(np.asarray(gammas[0], dtype=np.float64))
+    return scores
+
+
+def channel_scores(model, config, kernels: list) -> dict[str, np.ndarray]:
+    """Per-channel scores of every candidate layer for `config.method` (low = cut first)."""
+    method = get_method(config.method)
+    if method.score == "gamma":
+        return gamma_scores(model, config)
+    scores = {}
+    for grouped in kernels:
+        kernel = np.abs(np.asarray(grouped.variable, dtype=np.float64))
+        if method.score == "l1":
+            scores[grouped.name] = np.sum(kernel, axis=grouped.reduce_axes)
+        else:
+            scores[grouped.name] = np.sqrt(np.sum(np.square(kernel), axis=grouped.reduce_axes))
+    return scores
+
+
+# --- choosing the cut ------------------------------------------------------------------------
+
+
+def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
+    """The model to cut, its surgery plan, and the target record (None without a target).
+
+    Without a target: ``(dense, surgery.plan(dense, threshold...), None)``. With one, a
+    copy of `dense` whose chosen channels are zeroed (`asp_export.targets.reach`); the
+    caller masks and applies the plan to that copy, and keeps `dense` as trained.
+    """
+    import keras
+
+    from asp_export import surgery
+    from asp_export.sparsity import grouped_kernels
+    from asp_export.targets import Target, reach
+
+    target = Target.from_options(options.target_flops, options.target_sparsity)
+    opts = options.surgery
+    if target is None:
+        plan = surgery.plan(dense, threshold=opts.threshold, round_to=opts.round_to, min_channels=opts.min_channels)
+        return dense, plan, None
+    work = keras.models.clone_model(dense)
+    work.set_weights(dense.get_weights())
+    config = options.sparsity
+    kernels = grouped_kernels(work, include_classifier=config.include_classifier, exclude=config.exclude)
+    scores = channel_scores(work, config, kernels)
+    scope = options.target_scope or get_method(config.method).scope
+    result = reach(
+        work,
+        kernels,
+        scores,
+        target,
+        scope=scope,
+        threshold=opts.threshold,
+        round_to=opts.round_to,
+        min_channels=opts.min_channels,
+    )
+    log.info(
+        "target %s %.3f: zeroed %d of %d channels, reached %.4f (%.4f before rounding to %d)",
+        target.kind, target.value, result.record["channels_zeroed"], result.record["channels_candidate"],
+        result.record["achieved"], result.record["achieved_unrounded"], opts.round_to,
+    )
+    return result.model, result.plan, result.record
