@@ -321,14 +321,16 @@ def run_bench(config: BenchConfig) -> BenchResult:
 
 
 def _refuse_unloadable_files(targets: list[Target], rows: list[dict[str, Any]], config: BenchConfig) -> None:
-    """A file the user named that no runtime could even load is bad input (exit 2), not a result row."""
+    """Named files of which none could even be loaded are bad input (exit 2), not a result table.
+
+    When some files load, the broken ones stay load_failed rows and the others are still timed.
+    """
     named = {str(Path(p)) for p in config.inputs}
-    for target in targets:
-        own = [row for row in rows if row["path"] == str(target.path)]
-        if str(target.path) in named and own and all(row["status"] == "load_failed" for row in own):
-            raise UserInputError(
-                f"{target.path} cannot be loaded (truncated or not a model file?): {own[0]['error']}"
-            )
+    if not rows or any(row["status"] != "load_failed" for row in rows):
+        return
+    if all(str(target.path) in named for target in targets):
+        first = rows[0]
+        raise UserInputError(f"{first['path']} cannot be loaded (truncated or not a model file?): {first['error']}")
 
 
 def _groups(targets: list[Target]) -> list[list[Target]]:
