@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 log = logging.getLogger("asp_export")
 
 # Subcommands that always run TensorFlow; bench and check must work without it.
-_TENSORFLOW_COMMANDS = {"prune", "shrink", "export", "models"}
+_TENSORFLOW_COMMANDS = {"prune", "shrink", "export", "models", "sweep"}
 
 
 class _AspClickError(click.ClickException):

@@ -228,22 +228,15 @@ def reach(
             log.debug("target search: zero %d channels -> %s reduction %.4f", k, target.kind, value)
         return probes[k][0]
 
-    low, high = 0, len(order)
-    reached = achieved(high) >= target.value
-    if not reached:
-        k = high
-    elif achieved(0) >= target.value:
-        k = 0
-    else:
-        while high - low > 1:  # invariant: achieved(low) < target <= achieved(high)
-            middle = (low + high) // 2
-            if achieved(middle) >= target.value:
-                high = middle
-            else:
-                low = middle
-        k = high
-    value, plan, small_cost = measure(k)
-    unrounded, _, _ = measure(k, 1)
+    surgery_log = logging.getLogger("asp_export.surgery")
+    level = surgery_log.level
+    surgery_log.setLevel(max(level, logging.WARNING))  # one "channels kept" line per probe is noise
+    try:
+        k, reached = _bisect(achieved, len(order), target.value)
+        value, plan, small_cost = measure(k)
+        unrounded, _, _ = measure(k, 1)
+    finally:
+        surgery_log.setLevel(level)
     zero_channels(candidates, _drop_sets(order, k), originals)  # leave the chosen state in place
     if not reached:
         log.warning(
@@ -266,6 +259,22 @@ def reach(
         "pruned": small_cost,
     }
     return TargetResult(model=model, plan=plan, record=record)
+
+
+def _bisect(achieved: Callable[[int], float], n: int, goal: float) -> tuple[int, bool]:
+    """Smallest k in [0, n] with achieved(k) >= goal (achieved is non-decreasing); (n, False) if none."""
+    if achieved(n) < goal:
+        return n, False
+    if achieved(0) >= goal:
+        return 0, True
+    low, high = 0, n
+    while high - low > 1:  # invariant: achieved(low) < goal <= achieved(high)
+        middle = (low + high) // 2
+        if achieved(middle) >= goal:
+            high = middle
+        else:
+            low = middle
+    return high, True
 
 
 def _flops_cost(model) -> dict[str, int]:

@@ -9,6 +9,6 @@ from __future__ import annotations
 import importlib
 
 # In data-flow order; `asp --help` lists them alphabetically.
-_COMMAND_MODULES = ("models", "prune", "shrink", "export", "bench", "check")
+_COMMAND_MODULES = ("models", "prune", "shrink", "export", "bench", "check", "sweep")
 
 COMMANDS = [importlib.import_module(f"{__name__}.{name}").command for name in _COMMAND_MODULES]

@@ -1,0 +1,330 @@
+"""`asp sweep`: the (method x target) grid, resumable, and one comparison table + plot.
+
+Why: a claim such as "GASL keeps accuracy where group lasso loses it" is only
+checkable at equal cost. The sweep trains one run directory per (method, target)
+with `asp prune` (same model, data, epochs, seed and surgery options for all),
+plus one plain ``dense`` run (``--method none``, no pruning) that is the accuracy
+every drop is measured against, then tabulates them.
+
+Layout under ``--out``::
+
+    sweep.json                    the grid and the pass-through prune options (checked on re-run)
+    dense/                        the reference run (method none, no target)
+    gasl-sparsity0.8/ ...         one `asp prune` run directory per (method, target)
+    comparison.json/.md/.csv/.png
+
+Resume: a run whose report.json exists is skipped (never retrained); a run with a
+config.json but no report is continued with `asp prune --resume` semantics; a
+directory with neither is started afresh. With ``bench``, each run's ONNX export
+(fp32) and onnxruntime-CPU benchmark at batch 32 are made once and reused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asp_export._io import write_json_atomic, write_text_atomic
+from asp_export.errors import AspError, UserInputError
+from asp_export.rundir import SCHEMA_VERSION, RunDir
+
+log = logging.getLogger(__name__)
+
+KINDS = ("sparsity", "flops")
+BENCH_BATCH = 32
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Everything `asp sweep` needs.
+
+    Args:
+        model, data: as for `asp prune`.
+        methods: methods from `asp_export.sparsity.METHODS` (not ``none``: that is the reference).
+        targets: fractions to remove, each in (0, 1).
+        out: the sweep directory.
+        kind: ``sparsity`` (``--target-sparsity``) or ``flops`` (``--target-flops``).
+        bench: export ONNX and time dense vs pruned on onnxruntime CPU, batch 32.
+        prune: flat `asp prune` options passed to every run (epochs, seed, round_to, ...).
+    """
+
+    model: str
+    data: str
+    methods: tuple[str, ...]
+    targets: tuple[float, ...]
+    out: str
+    kind: str = "sparsity"
+    bench: bool = False
+    prune: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from asp_export.sparsity import METHODS
+
+        if self.kind not in KINDS:
+            raise UserInputError(f"Unknown target kind {self.kind!r}; valid: {', '.join(KINDS)}.")
+        if not self.methods or not self.targets:
+            raise UserInputError("Give at least one method (--methods) and one target (--targets).")
+        for method in self.methods:
+            if method not in METHODS or method == "none":
+                valid = ", ".join(m for m in METHODS if m != "none")
+                raise UserInputError(f"Unknown sweep method {method!r}; valid: {valid} (none is always run).")
+        for target in self.targets:
+            if not 0.0 < target < 1.0:
+                raise UserInputError(f"Targets are fractions to remove in (0, 1), e.g. 0.5,0.9; got {target}.")
+        for key in ("model", "data", "out", "method", "target_flops", "target_sparsity", "resume_dir", "force"):
+            if key in self.prune:
+                raise UserInputError(f"Sweep sets {key} itself; do not pass it as a prune option.")
+
+
+def run_name(method: str, kind: str, target: float | None) -> str:
+    """The run directory name of one grid cell, e.g. ``gasl-sparsity0.8``; ``dense`` for the reference."""
+    return "dense" if target is None else f"{method}-{kind}{target:g}"
+
+
+def grid(options: SweepOptions) -> list[tuple[str, float | None]]:
+    """(method, target) per run, the dense reference first."""
+    return [("none", None)] + [(m, t) for m in options.methods for t in options.targets]
+
+
+def run_sweep(options: SweepOptions) -> dict[str, Any]:
+    """Run (or resume) every cell of the grid, then write the comparison files.
+
+    A failing cell is recorded (status ``failed`` with its one-line error) and the
+    sweep goes on; the reference run failing stops it.
+
+    Returns:
+        The comparison dict (also written to comparison.json).
+    """
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_spec(out, options)
+    statuses: dict[str, dict[str, Any]] = {}
+    for method, target in grid(options):
+        name = run_name(method, options.kind, target)
+        try:
+            statuses[name] = _run_cell(out / name, options, method, target)
+        except AspError as err:
+            if target is None:
+                raise
+            log.error("%s failed: %s", name, err)
+            statuses[name] = {"status": "failed", "error": str(err)}
+        if options.bench and statuses[name]["status"] in ("done", "skipped-complete"):
+            try:
+                _bench_cell(out / name)
+            except AspError as err:
+                log.error("%s: bench failed: %s", name, err)
+                statuses[name]["bench_error"] = str(err)
+    comparison = compare(out, options, statuses)
+    write_comparison(out, comparison)
+    return comparison
+
+
+def _check_spec(out: Path, options: SweepOptions) -> None:
+    spec_path = out / "sweep.json"
+    fixed = {"model": options.model, "data": options.data, "kind": options.kind, "prune": options.prune}
+    if spec_path.exists():
+        previous = json.loads(spec_path.read_text())
+        for key, value in fixed.items():
+            if previous.get(key) != json.loads(json.dumps(value)):
+                raise UserInputError(
+                    f"{out} holds a sweep with a different {key} ({previous.get(key)!r}); "
+                    "use another --out so runs are not mixed."
+                )
+    write_json_atomic(spec_path, {"schema_version": SCHEMA_VERSION, **asdict(options)})
+
+
+def _run_cell(root: Path, options: SweepOptions, method: str, target: float | None) -> dict[str, Any]:
+    from asp_export.pipeline import options_from_cli, run_prune
+
+    run = RunDir(root)
+    if run.report_json.exists():
+        log.info("%s: complete, skipped", root.name)
+        return {"status": "skipped-complete"}
+    flat = {**options.prune, "model": options.model, "data": options.data, "out": str(root), "method": method}
+    if target is not None:
+        flat["target_flops" if options.kind == "flops" else "target_sparsity"] = target
+    if run.config_json.exists():
+        log.info("%s: resuming", root.name)
+        run_prune(options_from_cli(flat, str(root)), resume=True)
+        return {"status": "done", "resumed": True}
+    log.info("%s: starting", root.name)
+    run_prune(options_from_cli(flat), force=root.exists())
+    return {"status": "done"}
+
+
+def _bench_cell(root: Path) -> None:
+    """ONNX fp32 export + onnxruntime-CPU benchmark at batch 32, once per run."""
+    from asp_export.bench import BenchConfig, run_bench, write_outputs
+    from asp_export.export import ExportOptions, export_run
+
+    run = RunDir(root)
+    if not (root / "export" / "manifest.json").exists():
+        export_run(root, ExportOptions(formats=("onnx",), precisions=("fp32",)), strict=False)
+    if not (root / "bench" / "bench.json").exists():
+        config = BenchConfig(inputs=(str(run.root),), runtimes=("onnxruntime",), provider="cpu",
+                             batches=(BENCH_BATCH,))
+        result = run_bench(config)
+        write_outputs(result.data, result.out_dir)
+
+
+# --- the comparison --------------------------------------------------------------------------
+
+
+def _speedup(root: Path) -> float | None:
+    path = root / "bench" / "bench.json"
+    if not path.exists():
+        return None
+    for pair in json.loads(path.read_text()).get("pairs", []):
+        if pair.get("batch") == BENCH_BATCH and pair.get("speedup_p50") is not None:
+            return float(pair["speedup_p50"])
+    return None
+
+
+def _final_accuracy(report: dict) -> float:
+    if report.get("finetuned"):
+        return float(report["finetuned"]["accuracy"])
+    return float(report["pruned"]["accuracy"])
+
+
+def compare(out: Path, options: SweepOptions, statuses: dict[str, dict] | None = None) -> dict[str, Any]:
+    """The comparison dict from the run directories under `out` (no training)."""
+    statuses = statuses or {}
+    reference_path = RunDir(out / "dense").report_json
+    if not reference_path.exists():
+        raise UserInputError(f"{out} has no complete dense reference run; run the sweep first.")
+    reference = json.loads(reference_path.read_text())
+    ref_accuracy = float(reference["dense"]["accuracy"])
+    ref_flops, ref_params = reference["dense"]["flops"], reference["dense"]["params"]
+    rows = []
+    for method, target in grid(options)[1:]:
+        name = run_name(method, options.kind, target)
+        root = out / name
+        row: dict[str, Any] = {"run": name, "method": method, "target": target, "kind": options.kind}
+        report_path = RunDir(root).report_json
+        if not report_path.exists():
+            row.update(status=statuses.get(name, {}).get("status", "missing"),
+                       error=statuses.get(name, {}).get("error"))
+            rows.append(row)
+            continue
+        report = json.loads(report_path.read_text())
+        accuracy = _final_accuracy(report)
+        pruned = report["pruned"]
+        reached = (report.get("target") or {})
+        row.update(
+            status="ok",
+            achieved=reached.get("achieved"),
+            reached=reached.get("reached"),
+            accuracy=round(accuracy, 6),
+            accuracy_drop_pt=round(100 * (ref_accuracy - accuracy), 3),
+            params=pruned["params"],
+            flops=pruned["flops"],
+            params_reduction=round(1 - pruned["params"] / ref_params, 6),
+            flops_reduction=round(1 - pruned["flops"] / ref_flops, 6),
+            elementwise_sparsity=report.get("elementwise_sparsity"),
+            structure=report.get("structure"),
+            speedup_ort_cpu_b32=_speedup(root),
+            structural_change=report.get("structural_change", True),
+        )
+        rows.append(row)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": options.model,
+        "data": options.data,
+        "kind": options.kind,
+        "prune_options": options.prune,
+        "reference": {
+            "run": "dense",
+            "accuracy": ref_accuracy,
+            "params": ref_params,
+            "flops": ref_flops,
+            "speedup_ort_cpu_b32": _speedup(out / "dense"),
+        },
+        "rows": rows,
+    }
+
+
+CSV_COLUMNS = (
+    "run", "method", "kind", "target", "achieved", "reached", "accuracy", "accuracy_drop_pt", "params",
+    "flops", "params_reduction", "flops_reduction", "elementwise_sparsity", "structure", "speedup_ort_cpu_b32",
+    "status",
+)
+
+
+def render_csv(comparison: dict) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in comparison["rows"]:
+        writer.writerow({k: row.get(k) for k in CSV_COLUMNS})
+    return buffer.getvalue()
+
+
+def render_markdown(comparison: dict) -> str:
+    ref = comparison["reference"]
+    lines = [
+        f"# asp sweep: {comparison['model']} on {comparison['data']}",
+        "",
+        f"Reference (plain training, no pruning): accuracy {100 * ref['accuracy']:.2f} %, "
+        f"{ref['params']:,} params, {ref['flops']:,} FLOPs. Targets are fractions of the dense "
+        f"{'FLOPs' if comparison['kind'] == 'flops' else 'params'} to remove; drops are in points vs the reference.",
+        "",
+        "| method | target | reached | accuracy | drop (pt) | params | FLOPs removed | structure | ORT CPU speedup b32 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for row in comparison["rows"]:
+        if row["status"] != "ok":
+            lines.append(f"| {row['method']} | {row['target']:g} | {row['status']} | | | | | {row.get('error') or ''} | |")
+            continue
+        speedup = "" if row["speedup_ort_cpu_b32"] is None else f"{row['speedup_ort_cpu_b32']:.2f}x"
+        achieved = "" if row["achieved"] is None else f"{row['achieved']:.3f}"
+        lines.append(
+            f"| {row['method']} | {row['target']:g} | {achieved} | {100 * row['accuracy']:.2f} % | "
+            f"{row['accuracy_drop_pt']:+.2f} | {row['params']:,} | {100 * row['flops_reduction']:.1f} % | "
+            f"{row['structure']} | {speedup} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot(comparison: dict, path: Path) -> None:
+    """Accuracy drop (pt) against FLOPs removed, one line per method (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from asp_export._io import atomic_path
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    methods = sorted({row["method"] for row in comparison["rows"] if row["status"] == "ok"})
+    for method in methods:
+        points = sorted(
+            (100 * row["flops_reduction"], row["accuracy_drop_pt"])
+            for row in comparison["rows"]
+            if row["status"] == "ok" and row["method"] == method
+        )
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    axis.set_xlabel("FLOPs removed (%)")
+    axis.set_ylabel("accuracy drop vs dense (points)")
+    axis.set_title(f"{comparison['model']} on {comparison['data']}")
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
+    plt.close(figure)
+
+
+def write_comparison(out: Path, comparison: dict) -> list[Path]:
+    """comparison.json/.md/.csv/.png under `out`, each written atomically."""
+    paths = [out / f"comparison.{ext}" for ext in ("json", "md", "csv", "png")]
+    write_json_atomic(paths[0], comparison)
+    write_text_atomic(paths[1], render_markdown(comparison))
+    write_text_atomic(paths[2], render_csv(comparison))
+    plot(comparison, paths[3])
+    return paths
