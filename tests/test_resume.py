@@ -28,7 +28,16 @@ FAST = [
     "--model", "lenet5", "--data", "digits", "--input-shape", "16,16,1",
     "--epochs", "3", "--steps-per-epoch", "4", "--batch-size", "32", "--lambda-group", "0.5",
 ]  # fmt: skip
-REPORT_KEYS = ("dense", "pruned", "masked", "structure", "structure_live", "layers", "elementwise_sparsity", "plan")
+REPORT_KEYS = (
+    "dense",
+    "pruned",
+    "masked",
+    "structure",
+    "structure_live",
+    "layers",
+    "elementwise_sparsity",
+    "plan",
+)
 TIMEOUT = 240
 
 
@@ -43,7 +52,9 @@ def _kill_when(args: list[str], ready, what: str) -> None:
     try:
         while not ready():
             if process.poll() is not None:
-                pytest.fail(f"asp {args[0]} ended (exit {process.returncode}) before {what}: {process.stderr.read()}")
+                pytest.fail(
+                    f"asp {args[0]} ended (exit {process.returncode}) before {what}: {process.stderr.read()}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"{what} did not happen within {TIMEOUT} s")
             time.sleep(0.005)  # polling a file the child writes; not a wait for an outcome
