@@ -119,6 +119,8 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
 
     from asp_export import methods, train
 
+    # First TensorFlow call: multi-worker collectives must be configured at program startup.
+    strategy = train.make_strategy(options.train.strategy)
     # Validate the model and the data before a run directory exists.
     model_source = _model_source(options.model)
     dataset = _load_data(options, model_source)
@@ -126,7 +128,6 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
         methods.validate(options, lambda: _build_model(options, model_source, dataset))
     train.set_mixed_precision(options.train.mixed_precision)
     train.set_determinism(options.train.seed)
-    strategy = train.make_strategy(options.train.strategy)
     if not resume:
         run = RunDir.create(options.out, force=force)
 
