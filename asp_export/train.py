@@ -67,7 +67,7 @@ def make_strategy(name: str):
     """The tf.distribute strategy for `name`; `auto` mirrors over several GPUs, else default."""
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
+    gpus = tf.config.list_physical_devices("GPU")  # logical devices would start the TF context too early
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "none"
     if name == "none":
