@@ -52,11 +52,11 @@ def run_magnitude(options, *, force: bool = False, resume: bool = False) -> dict
     from asp_export.methods import validate
     from asp_export.rundir import RunDir, read_json
 
+    validate(options, lambda: None)
     if options.target_sparsity is None:
         raise UserInputError(
             "--method magnitude needs --target-sparsity (the share of weights TF-MOT zeroes, e.g. 0.8)."
         )
-    validate(options, lambda: None)
     if not resume:
         RunDir.create(options.out, force=force, dry_run=True)  # refuse early, before any work
     with tempfile.TemporaryDirectory(prefix="asp-magnitude-") as tmp:
