@@ -1,0 +1,82 @@
+"""`asp sweep`: one run per (method, target) + a dense reference, resumable, one comparison."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from asp_export.cli import cli
+from asp_export.errors import UserInputError
+from asp_export.sweep import SweepOptions, run_name
+
+SWEEP = [
+    "sweep", "--model", "lenet5", "--input-shape", "16,16,1", "--data", "digits", "--methods", "ssl,l1-filter",
+    "--targets", "0.5,0.8", "--epochs", "1", "--steps-per-epoch", "3", "--round-to", "1",
+]
+CELLS = ["dense", "ssl-sparsity0.5", "ssl-sparsity0.8", "l1-filter-sparsity0.5", "l1-filter-sparsity0.8"]
+
+
+def test_run_names_are_stable():
+    assert run_name("gasl", "flops", 0.8) == "gasl-flops0.8"
+    assert run_name("none", "sparsity", None) == "dense"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": ("lasso",)}, "Unknown sweep method"),
+        ({"targets": (1.5,)}, "fractions to remove"),
+        ({"prune": {"method": "gasl"}}, "Sweep sets method"),
+        ({"kind": "latency"}, "Unknown target kind"),
+    ],
+)
+def test_bad_sweep_options_are_refused(kwargs, message):
+    base = {"model": "lenet5", "data": "digits", "methods": ("gasl",), "targets": (0.5,), "out": "x"}
+    with pytest.raises(UserInputError, match=message):
+        SweepOptions(**{**base, **kwargs})
+
+
+def test_sweep_runs_the_grid_compares_and_resumes_without_retraining(tmp_path):
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(cli, [*SWEEP, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| l1-filter | 0.8 |" in result.output
+    for cell in CELLS:
+        assert (out / cell / "report.json").exists(), cell
+
+    comparison = json.loads((out / "comparison.json").read_text())
+    rows = {row["run"]: row for row in comparison["rows"]}
+    assert set(rows) == set(CELLS[1:])
+    for name, row in rows.items():
+        assert row["status"] == "ok" and row["reached"], name
+        assert row["params_reduction"] >= row["target"] - 1e-6
+        assert row["accuracy_drop_pt"] == pytest.approx(100 * (comparison["reference"]["accuracy"] - row["accuracy"]),
+                                                        abs=1e-3)
+    with open(out / "comparison.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| ssl | 0.5 |" in (out / "comparison.md").read_text()
+
+    # Re-run: complete runs are skipped; a run without its report is finished from its checkpoints.
+    mtimes = {cell: (out / cell / "report.json").stat().st_mtime_ns for cell in CELLS}
+    history = json.loads((out / "ssl-sparsity0.8" / "state.json").read_text())["history"]
+    (out / "ssl-sparsity0.8" / "report.json").unlink()
+    again = CliRunner().invoke(cli, [*SWEEP, "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    for cell in CELLS:
+        if cell != "ssl-sparsity0.8":
+            assert (out / cell / "report.json").stat().st_mtime_ns == mtimes[cell], cell
+    assert (out / "ssl-sparsity0.8" / "report.json").exists()
+    assert json.loads((out / "ssl-sparsity0.8" / "state.json").read_text())["history"] == history  # not retrained
+
+
+def test_a_sweep_directory_refuses_a_different_model(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"model": "gasl-mnist", "data": "digits", "kind": "sparsity",
+                                                "prune": {}}))
+    result = CliRunner().invoke(cli, [*SWEEP, "--out", str(out)])
+    assert result.exit_code == 2 and "different model" in result.output
