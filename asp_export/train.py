@@ -75,6 +75,12 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
+        if os.environ.get("ASP_EXPERIMENTAL_MULTI_WORKER") != "1":
+            raise UserInputError(
+                "--strategy multi-worker is not supported yet: Keras 3's model.fit fails under "
+                "MultiWorkerMirroredStrategy on this stack (see docs/distributed.md). "
+                "Use --strategy mirrored on one host."
+            )
         if not os.environ.get("TF_CONFIG"):
             raise UserInputError(
                 "--strategy multi-worker needs TF_CONFIG describing the cluster; see docs/distributed.md."
