@@ -82,7 +82,9 @@ def validate(options, build_model) -> None:
             without BatchNormalization after a prunable layer, a FLOPs target for magnitude.
     """
     method = get_method(options.sparsity.method)
-    has_target = options.target_flops is not None or options.target_sparsity is not None
+    has_target = any(
+        value is not None for value in (options.target_flops, options.target_sparsity, options.target_elementwise)
+    )
     if method.needs_target and not has_target:
         raise UserInputError(
             f"--method {method.name} ranks channels but has no natural cut-off; give --target-flops or "
@@ -96,6 +98,10 @@ def validate(options, build_model) -> None:
     if method.name == "magnitude" and options.target_flops is not None:
         raise UserInputError(
             "--method magnitude zeroes single weights and removes no FLOPs; give --target-sparsity instead."
+        )
+    if method.name == "magnitude" and options.target_elementwise is not None:
+        raise UserInputError(
+            "--method magnitude: give its element-wise sparsity as --target-sparsity (TF-MOT's final_sparsity)."
         )
 
 
@@ -196,7 +202,7 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
     from asp_export.sparsity import grouped_kernels
     from asp_export.targets import Target, reach
 
-    target = Target.from_options(options.target_flops, options.target_sparsity)
+    target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
     opts = options.surgery
     if target is None:
         plan = surgery.plan(dense, threshold=opts.threshold, round_to=opts.round_to, min_channels=opts.min_channels)

@@ -70,11 +70,12 @@ class PruneOptions:
     target_flops: float | None = None  # fraction of dense FLOPs to remove (asp_export/targets.py)
     target_sparsity: float | None = None  # fraction of dense params to remove
     target_scope: str | None = None  # global | layer | uniform; default per method
+    target_elementwise: float | None = None  # the paper's element-wise sparsity of the cut model
 
     def __post_init__(self) -> None:
         from asp_export.targets import validate_target
 
-        validate_target(self.target_flops, self.target_sparsity, self.target_scope)
+        validate_target(self.target_flops, self.target_sparsity, self.target_scope, self.target_elementwise)
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
         if self.finetune_epochs < 0:

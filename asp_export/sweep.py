@@ -35,7 +35,8 @@ from asp_export.rundir import SCHEMA_VERSION, RunDir
 
 log = logging.getLogger(__name__)
 
-KINDS = ("sparsity", "flops")
+KINDS = ("sparsity", "flops", "elementwise")
+TARGET_OPTION = {"sparsity": "target_sparsity", "flops": "target_flops", "elementwise": "target_elementwise"}
 BENCH_BATCH = 32
 
 
@@ -48,7 +49,9 @@ class SweepOptions:
         methods: methods from `asp_export.sparsity.METHODS` (not ``none``: that is the reference).
         targets: fractions to remove, each in (0, 1).
         out: the sweep directory.
-        kind: ``sparsity`` (``--target-sparsity``) or ``flops`` (``--target-flops``).
+        kind: ``sparsity`` (``--target-sparsity``), ``flops`` (``--target-flops``) or
+            ``elementwise`` (``--target-elementwise``, the GASL paper's metric); magnitude
+            always gets ``--target-sparsity`` (its element-wise sparsity).
         bench: export ONNX and time dense vs pruned on onnxruntime CPU, batch 32.
         prune: flat `asp prune` options passed to every run (epochs, seed, round_to, ...).
     """
@@ -76,7 +79,7 @@ class SweepOptions:
         for target in self.targets:
             if not 0.0 < target < 1.0:
                 raise UserInputError(f"Targets are fractions to remove in (0, 1), e.g. 0.5,0.9; got {target}.")
-        for key in ("model", "data", "out", "method", "target_flops", "target_sparsity", "resume_dir", "force"):
+        for key in ("model", "data", "out", "method", "resume_dir", "force", *TARGET_OPTION.values()):
             if key in self.prune:
                 raise UserInputError(f"Sweep sets {key} itself; do not pass it as a prune option.")
 
@@ -147,7 +150,8 @@ def _run_cell(root: Path, options: SweepOptions, method: str, target: float | No
         return {"status": "skipped-complete"}
     flat = {**options.prune, "model": options.model, "data": options.data, "out": str(root), "method": method}
     if target is not None:
-        flat["target_flops" if options.kind == "flops" else "target_sparsity"] = target
+        # magnitude's only target is TF-MOT's element-wise final_sparsity
+        flat["target_sparsity" if method == "magnitude" else TARGET_OPTION[options.kind]] = target
     if run.config_json.exists():
         log.info("%s: resuming", root.name)
         run_prune(options_from_cli(flat, str(root)), resume=True)
@@ -255,6 +259,13 @@ CSV_COLUMNS = (
 )
 
 
+_KIND_TEXT = {
+    "flops": "Targets are fractions of the dense FLOPs to remove",
+    "sparsity": "Targets are fractions of the dense params to remove",
+    "elementwise": "Targets are element-wise sparsities (mean over pruned layers of the share of |w| <= 1e-3)",
+}
+
+
 def render_csv(comparison: dict) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -270,8 +281,8 @@ def render_markdown(comparison: dict) -> str:
         f"# asp sweep: {comparison['model']} on {comparison['data']}",
         "",
         f"Reference (plain training, no pruning): accuracy {100 * ref['accuracy']:.2f} %, "
-        f"{ref['params']:,} params, {ref['flops']:,} FLOPs. Targets are fractions of the dense "
-        f"{'FLOPs' if comparison['kind'] == 'flops' else 'params'} to remove; drops are in points vs the reference.",
+        f"{ref['params']:,} params, {ref['flops']:,} FLOPs. "
+        f"{_KIND_TEXT[comparison['kind']]}; drops are in points vs the reference.",
         "",
         "| method | target | reached | accuracy | drop (pt) | params | FLOPs removed | structure | ORT CPU speedup b32 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",

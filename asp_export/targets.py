@@ -9,6 +9,10 @@ Target semantics (both are fractions **removed**, so bigger means smaller models
 * ``flops`` -- ``--target-flops 0.8`` removes at least 80 % of the dense model's
   FLOPs (the pruned model keeps at most 20 %). FLOPs are `asp_export.flops.count`
   (2 x MACs) of the model `surgery.apply` really builds.
+* ``elementwise`` -- ``--target-elementwise 0.8``: the GASL paper's metric reaches 0.8
+  (`asp_export.sparsity.elementwise_sparsity`: mean over the regularised layers of
+  the share of kernel weights with |w| <= 1e-3, measured on the trained model with the
+  cut channels zeroed; rounding does not change it).
 * ``sparsity`` -- ``--target-sparsity 0.8`` removes at least 80 % of the dense
   model's parameters (all of them, classifier included): ``1 - params(pruned) /
   params(dense)``. For ``magnitude`` (no structural change) it is TF-MOT's
@@ -48,19 +52,29 @@ from asp_export.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flops", "sparsity")
+KINDS = ("flops", "sparsity", "elementwise")
 SCOPES = ("global", "layer", "uniform")
 
 
-def validate_target(target_flops: float | None, target_sparsity: float | None, scope: str | None) -> None:
+def validate_target(
+    target_flops: float | None,
+    target_sparsity: float | None,
+    scope: str | None,
+    target_elementwise: float | None = None,
+) -> None:
     """Refuse impossible target options with a one-line message.
 
     Raises:
         UserInputError: both targets given, a value outside (0, 1), or an unknown scope.
     """
-    if target_flops is not None and target_sparsity is not None:
-        raise UserInputError("Give --target-flops or --target-sparsity, not both.")
-    for name, value in (("--target-flops", target_flops), ("--target-sparsity", target_sparsity)):
+    given = [v for v in (target_flops, target_sparsity, target_elementwise) if v is not None]
+    if len(given) > 1:
+        raise UserInputError("Give one of --target-flops, --target-sparsity, --target-elementwise, not several.")
+    for name, value in (
+        ("--target-flops", target_flops),
+        ("--target-sparsity", target_sparsity),
+        ("--target-elementwise", target_elementwise),
+    ):
         if value is not None and not 0.0 < float(value) < 1.0:
             raise UserInputError(
                 f"{name} is the fraction to remove, strictly between 0 and 1 (0.8 removes 80 %); got {value}."
@@ -77,8 +91,12 @@ class Target:
     value: float
 
     @classmethod
-    def from_options(cls, target_flops: float | None, target_sparsity: float | None) -> Target | None:
-        validate_target(target_flops, target_sparsity, None)
+    def from_options(
+        cls, target_flops: float | None, target_sparsity: float | None, target_elementwise: float | None = None
+    ) -> Target | None:
+        validate_target(target_flops, target_sparsity, None, target_elementwise)
+        if target_elementwise is not None:
+            return cls("elementwise", float(target_elementwise))
         if target_flops is not None:
             return cls("flops", float(target_flops))
         if target_sparsity is not None:
@@ -219,6 +237,10 @@ def reach(
         zero_channels(candidates, _drop_sets(order, k), originals)
         plan = surgery.plan(model, threshold=threshold, round_to=rounding, min_channels=min_channels)
         small_cost = cost(surgery.apply(model, plan))
+        if target.kind == "elementwise":
+            from asp_export.sparsity import elementwise_sparsity
+
+            return elementwise_sparsity(model), plan, small_cost
         return target.reduction(dense_cost, small_cost), plan, small_cost
 
     def achieved(k: int) -> float:
@@ -249,7 +271,7 @@ def reach(
         "achieved": round(value, 6),
         "achieved_unrounded": round(unrounded, 6),
         "reached": bool(value >= target.value),
-        "meaning": f"fraction of the dense model's {'FLOPs' if target.kind == 'flops' else 'params'} removed",
+        "meaning": _MEANING[target.kind],
         "scope": scope,
         "round_to": round_to,
         "channels_zeroed": int(k),
@@ -259,6 +281,13 @@ def reach(
         "pruned": small_cost,
     }
     return TargetResult(model=model, plan=plan, record=record)
+
+
+_MEANING = {
+    "flops": "fraction of the dense model's FLOPs removed",
+    "sparsity": "fraction of the dense model's params removed",
+    "elementwise": "mean over regularised layers of the share of kernel weights with |w| <= 1e-3",
+}
 
 
 def _bisect(achieved: Callable[[int], float], n: int, goal: float) -> tuple[int, bool]:

@@ -59,6 +59,11 @@ def _input_shape(ctx, param, value):
     help="Fraction of the dense params to REMOVE (magnitude: element-wise weight sparsity).",
 )
 @click.option(
+    "--target-elementwise",
+    type=float,
+    help="The paper's element-wise sparsity to reach: mean over pruned layers of the share of |w| <= 1e-3.",
+)
+@click.option(
     "--target-scope",
     type=click.Choice(SCOPES),
     help="Rank channels globally, per layer (normalised), or cut the same share of every layer.",

@@ -7,7 +7,7 @@ import click
 from asp_export.commands.prune import command as _prune_command
 
 # `asp prune` options a sweep passes through to every run (the sweep sets the rest itself).
-_OWN = {"model", "data", "out", "force", "resume_dir", "method", "target_flops", "target_sparsity"}
+_OWN = {"model", "data", "out", "force", "resume_dir", "method", "target_flops", "target_sparsity", "target_elementwise"}
 _PASS_THROUGH = [p for p in _prune_command.params if p.name not in _OWN]
 
 
@@ -31,8 +31,9 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
 )
 @click.option("--targets", default="0.5,0.6,0.7,0.8,0.9", show_default=True, callback=_floats,
               help="Comma-separated fractions to REMOVE (0.8 removes 80 %).")
-@click.option("--target-kind", "kind", type=click.Choice(("sparsity", "flops")), default="sparsity",
-              show_default=True, help="sparsity: of the dense params (magnitude: of the weights); flops: of the FLOPs.")
+@click.option("--target-kind", "kind", type=click.Choice(("sparsity", "flops", "elementwise")), default="sparsity",
+              show_default=True, help="sparsity: share of the dense params removed; flops: of the FLOPs; "
+              "elementwise: the paper's element-wise sparsity (magnitude: always element-wise).")
 @click.option("--out", default="runs/sweep", show_default=True, type=click.Path(), help="Sweep directory.")
 @click.option("--bench", is_flag=True, help="Also export ONNX and time dense vs pruned on onnxruntime CPU, batch 32.")
 def command(model, data, methods, targets, kind, out, bench, **prune_options):
