@@ -15,7 +15,13 @@ Layout under ``--out``::
 
 Resume: a run whose report.json exists is skipped (never retrained); a run with a
 config.json but no report is continued with `asp prune --resume` semantics; a
-directory with neither is started afresh. With ``bench``, each run's ONNX export
+directory with neither is started afresh.
+
+Shared training: a method's training does not depend on the target (the target only
+decides the cut afterwards) and is deterministic on CPU for a fixed seed, so a cell
+whose options differ from a complete sibling's only in the target starts from that
+sibling's final checkpoint (config.json records ``training_shared_with``) and runs
+only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once. With ``bench``, each run's ONNX export
 (fp32) and onnxruntime-CPU benchmark at batch 32 are made once and reused.
 """
 
@@ -156,9 +162,70 @@ def _run_cell(root: Path, options: SweepOptions, method: str, target: float | No
         log.info("%s: resuming", root.name)
         run_prune(options_from_cli(flat, str(root)), resume=True)
         return {"status": "done", "resumed": True}
+    prune_options = options_from_cli(flat)
+    sibling = _trained_sibling(root, options, method, prune_options)
+    if sibling is not None:
+        log.info("%s: training shared with %s (same options and seed); cutting to the target", root.name, sibling.name)
+        _seed_from(sibling, root, prune_options)
+        run_prune(options_from_cli(flat, str(root)), resume=True)
+        return {"status": "done", "training_shared_with": sibling.name}
     log.info("%s: starting", root.name)
-    run_prune(options_from_cli(flat), force=root.exists())
+    if root.exists():  # a cell killed before its config.json: nothing in it is usable
+        import shutil
+
+        shutil.rmtree(root)
+    run_prune(prune_options)
     return {"status": "done"}
+
+
+_TARGET_FIELDS = ("out", "target_flops", "target_sparsity", "target_elementwise")
+
+
+def _trained_sibling(root: Path, options: SweepOptions, method: str, prune_options) -> Path | None:
+    """A complete run of the same method whose options differ only in the target.
+
+    Training does not depend on the target (it only decides the cut after training),
+    and with the same seed on CPU it is deterministic, so such a run's final-epoch
+    checkpoint is exactly what this cell would train. magnitude prunes while
+    training, so it never shares.
+    """
+    from asp_export.rundir import read_json
+
+    if method == "magnitude":
+        return None
+    wanted = {k: v for k, v in prune_options.to_dict().items() if k not in _TARGET_FIELDS}
+    for other_method, other_target in grid(options):
+        other = root.parent / run_name(other_method, options.kind, other_target)
+        if other_method != method or other == root or not RunDir(other).report_json.exists():
+            continue
+        config = read_json(RunDir(other).config_json)
+        theirs = {k: v for k, v in config.get("options", {}).items() if k not in _TARGET_FIELDS}
+        if theirs == json.loads(json.dumps(wanted)):
+            return other
+    return None
+
+
+def _seed_from(sibling: Path, root: Path, prune_options) -> None:
+    """Start `root` from `sibling`'s finished training: its config (with this cell's
+    options), state and final checkpoint; the post-training stages then run as on resume."""
+    import shutil
+
+    from asp_export.rundir import read_json
+    from asp_export.train import latest_checkpoint
+
+    source, target = RunDir(sibling), RunDir(root)
+    checkpoint = latest_checkpoint(source)
+    if checkpoint is None:
+        raise UserInputError(f"{sibling} is complete but has no checkpoint to share; delete it to retrain.")
+    if root.exists():
+        shutil.rmtree(root)
+    target.checkpoints.mkdir(parents=True)
+    shutil.copy2(checkpoint[1], target.checkpoints / checkpoint[1].name)
+    shutil.copy2(source.state_json, target.state_json)
+    config = read_json(source.config_json)
+    config["options"] = prune_options.to_dict()
+    config["training_shared_with"] = sibling.name
+    write_json_atomic(target.config_json, config)
 
 
 def _bench_cell(root: Path) -> None:

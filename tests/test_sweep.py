@@ -58,6 +58,10 @@ def test_sweep_runs_the_grid_compares_and_resumes_without_retraining(tmp_path):
     with open(out / "comparison.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 4
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # each method trains once: the second target starts from the first one's final checkpoint
+    shared = json.loads((out / "ssl-sparsity0.8" / "config.json").read_text())
+    assert shared["training_shared_with"] == "ssl-sparsity0.5"
+    assert shared["options"]["target_sparsity"] == 0.8
     assert "| ssl | 0.5 |" in (out / "comparison.md").read_text()
 
     # Re-run: complete runs are skipped; a run without its report is finished from its checkpoints.
