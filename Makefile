@@ -10,7 +10,7 @@ DEMO_RUN ?= runs/demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
@@ -26,7 +26,8 @@ install-test: $(VENV)/.installed-test
 # prune -> export -> bench on the embedded digits data.
 # Re-running the demo replaces $(DEMO_RUN) (it is the demo's own output).
 demo: $(VENV)/.installed
-	$(BIN)/asp prune --model gasl-mnist --data digits --finetune-epochs 15 --out $(DEMO_RUN) --force
+	$(BIN)/asp prune --model gasl-mnist --data digits --group-weighting sqrt --lambda-group 2e-3 \
+		--finetune-epochs 30 --out $(DEMO_RUN) --force
 	$(BIN)/asp export $(DEMO_RUN) --format onnx --format tflite --batch dynamic
 	$(BIN)/asp bench $(DEMO_RUN) --runtime onnxruntime --runtime tflite --batch 1,32
 

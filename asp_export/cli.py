@@ -79,7 +79,7 @@ def cli(ctx: click.Context, verbose: bool) -> None:
 
     \b
     Data flow:  asp prune -> runs/NAME/ -> asp export -> asp bench -> asp check
-    Quick start: asp prune --model gasl-mnist --data digits --finetune-epochs 15 --out runs/demo
+    Quick start: make demo  (see README.md), or: asp prune --model gasl-mnist --data digits --out runs/NAME
     """
     _configure_logging(verbose)
     if ctx.invoked_subcommand in _TENSORFLOW_COMMANDS and not verbose and "--help" not in sys.argv:

@@ -52,10 +52,10 @@ class SparsityConfig:
         lambda_group: weight of the group-lasso term (paper: 1e-3).
         lambda_var: weight of the guiding term (paper: 1e-2); ignored unless gasl.
         solver: ``proximal`` or ``subgradient`` (see module docstring).
-        group_weighting: ``sqrt`` makes w_l = sqrt(group size) (Yuan & Lin's
-            group lasso), so layers with large groups shrink at the same
-            relative rate as layers with small ones; ``none`` (w_l = 1) is the
-            authors' unweighted sum, which empties the first conv layer first.
+        group_weighting: ``none`` (w_l = 1, default) is the authors' unweighted
+            sum; ``sqrt`` makes w_l = sqrt(group size) (Yuan & Lin's group
+            lasso), a much stronger penalty on layers with large groups that
+            prunes a small dataset in few epochs (the README demo uses it).
         eps: guards 1/Var when a layer's groups all collapse.
         include_classifier: also regularise the final (output) layer.
         exclude: layer names never regularised.
@@ -65,7 +65,7 @@ class SparsityConfig:
     lambda_group: float = 1e-3
     lambda_var: float = 1e-2
     solver: str = "proximal"
-    group_weighting: str = "sqrt"
+    group_weighting: str = "none"
     eps: float = 1e-6
     include_classifier: bool = False
     exclude: tuple[str, ...] = field(default_factory=tuple)
