@@ -107,7 +107,11 @@ def _chain_layers(model) -> list:
             for arg in node.get("args", [])
             if isinstance(arg, dict) and "keras_history" in arg.get("config", {})
         ]
-        if len(nodes) > 1 or len(sources) > 1 or (previous is not None and sources and sources[0] != previous):
+        if (
+            len(nodes) > 1
+            or len(sources) > 1
+            or (previous is not None and sources and sources[0] != previous)
+        ):
             raise UserInputError(
                 f"--method magnitude rebuilds the model in tf_keras and supports chain models only; "
                 f"{model.name} branches at layer {layer.name}. Use a structured method for it."
@@ -157,12 +161,18 @@ def _worker(spec: dict) -> None:
     model = pipeline._build_model(options, model_source, dataset)
     twin = _twin(model)  # refuses branched models before a run directory exists
     probe = dataset.sample(min(16, dataset.n_test), split="test")
-    difference = float(np.max(np.abs(np.asarray(model(probe, training=False)) - twin(probe, training=False).numpy())))
+    difference = float(
+        np.max(np.abs(np.asarray(model(probe, training=False)) - twin(probe, training=False).numpy()))
+    )
     if difference > 1e-4:
-        raise AspError(f"The tf_keras twin of {model.name} differs from it by {difference:g}; cannot compare fairly.")
+        raise AspError(
+            f"The tf_keras twin of {model.name} differs from it by {difference:g}; cannot compare fairly."
+        )
     run = RunDir.open(options.out) if spec["resume"] else RunDir.create(options.out, force=spec["force"])
     if not spec["resume"]:
-        write_json_atomic(run.config_json, pipeline._config_record(options, model, model_source, dataset, strategy))
+        write_json_atomic(
+            run.config_json, pipeline._config_record(options, model, model_source, dataset, strategy)
+        )
 
     config = options.train
     from_logits = pipeline._emits_logits(model)
@@ -193,14 +203,27 @@ def _worker(spec: dict) -> None:
     started = time.perf_counter()
     total_epochs = config.epochs + options.finetune_epochs
     for epoch in range(total_epochs):
-        batches = dataset.train(config.batch_size, shuffle=True, seed=config.seed + epoch,
-                                repeat=config.steps_per_epoch is not None)
-        result = pruned_twin.fit(
-            batches, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=config.steps_per_epoch,
-            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=0,
+        batches = dataset.train(
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed + epoch,
+            repeat=config.steps_per_epoch is not None,
         )
-        log.info("magnitude epoch %d/%d: loss %.4f acc %.4f", epoch + 1, total_epochs,
-                 result.history["loss"][-1], result.history["accuracy"][-1])
+        result = pruned_twin.fit(
+            batches,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=config.steps_per_epoch,
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+            verbose=0,
+        )
+        log.info(
+            "magnitude epoch %d/%d: loss %.4f acc %.4f",
+            epoch + 1,
+            total_epochs,
+            result.history["loss"][-1],
+            result.history["accuracy"][-1],
+        )
     seconds = time.perf_counter() - started
     stripped = tfmot.sparsity.keras.strip_pruning(pruned_twin)
     for layer in _chain_layers(model):
@@ -214,7 +237,9 @@ def _worker(spec: dict) -> None:
         sum(int(np.sum(np.asarray(k.variable) == 0)) for k in kernels)
         / max(sum(int(np.prod(k.variable.shape)) for k in kernels), 1)
     )
-    layers = [{"name": k.name, "groups_before": len(k.norms()), "groups_after": len(k.norms())} for k in kernels]
+    layers = [
+        {"name": k.name, "groups_before": len(k.norms()), "groups_after": len(k.norms())} for k in kernels
+    ]
     identity = surgery_plan(model, threshold=0.0, exclude=[layer.name for layer in model.layers])
     figures = model_figures(model, accuracy=accuracy, path=run.model_path("pruned"))
     report = {
@@ -245,8 +270,11 @@ def _worker(spec: dict) -> None:
         "method": "magnitude",
         "seed": config.seed,
         "config": options.to_dict(),
-        "versions": {**package_versions(), "tensorflow_model_optimization": tfmot.__version__,
-                     "tf_keras": tf_keras.__version__},
+        "versions": {
+            **package_versions(),
+            "tensorflow_model_optimization": tfmot.__version__,
+            "tf_keras": tf_keras.__version__,
+        },
         "devices": train.describe_devices(strategy),
         "training": {"epochs": config.epochs, "seconds": round(seconds, 1)},
     }
@@ -258,7 +286,10 @@ def _worker(spec: dict) -> None:
 def main(argv: list[str]) -> int:
     """Worker entry point: ``python -m asp_export.magnitude SPEC.json``."""
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-        print("asp_export.magnitude must run with TF_USE_LEGACY_KERAS=1 (run_magnitude sets it).", file=sys.stderr)
+        print(
+            "asp_export.magnitude must run with TF_USE_LEGACY_KERAS=1 (run_magnitude sets it).",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     spec = json.loads(Path(argv[0]).read_text())

@@ -49,11 +49,24 @@ METHOD_TABLE: dict[str, Method] = {
     "gasl": Method("gasl", "group lasso + attention (guiding 1/variance) term", "l2", "global"),
     "ssl": Method("ssl", "group lasso only (Wen et al. 2016)", "l2", "global"),
     "none": Method("none", "plain training, prune by group L2 norm", "l2", "global"),
-    "l1-filter": Method("l1-filter", "plain training, prune lowest-L1 filters (Li et al. 2017)", "l1", "uniform",
-                        needs_target=True),
-    "slimming": Method("slimming", "L1 on BatchNorm gammas, prune lowest |gamma| (Liu et al. 2017)", "gamma",
-                       "global", needs_target=True, needs_batch_norm=True),
-    "magnitude": Method("magnitude", "TF-MOT prune_low_magnitude (unstructured; no speedup)", "none", "global"),
+    "l1-filter": Method(
+        "l1-filter",
+        "plain training, prune lowest-L1 filters (Li et al. 2017)",
+        "l1",
+        "uniform",
+        needs_target=True,
+    ),
+    "slimming": Method(
+        "slimming",
+        "L1 on BatchNorm gammas, prune lowest |gamma| (Liu et al. 2017)",
+        "gamma",
+        "global",
+        needs_target=True,
+        needs_batch_norm=True,
+    ),
+    "magnitude": Method(
+        "magnitude", "TF-MOT prune_low_magnitude (unstructured; no speedup)", "none", "global"
+    ),
 }
 
 # L1 weight on BN gammas for slimming when --lambda-group is left at its default (Liu et al.: 1e-4
@@ -83,7 +96,8 @@ def validate(options, build_model) -> None:
     """
     method = get_method(options.sparsity.method)
     has_target = any(
-        value is not None for value in (options.target_flops, options.target_sparsity, options.target_elementwise)
+        value is not None
+        for value in (options.target_flops, options.target_sparsity, options.target_elementwise)
     )
     if method.needs_target and not has_target:
         raise UserInputError(
@@ -92,7 +106,8 @@ def validate(options, build_model) -> None:
         )
     if method.needs_batch_norm and not gamma_scores(model := build_model(), options.sparsity):
         raise UserInputError(
-            f"--method slimming needs BatchNormalization layers (it prunes channels by their BN scale gamma), "
+            "--method slimming needs BatchNormalization layers (it prunes channels by their BN scale "
+            "gamma), "
             f"and {model.name} has none after a prunable layer; use --method l1-filter, ssl or gasl."
         )
     if method.name == "magnitude" and options.target_flops is not None:
@@ -101,7 +116,8 @@ def validate(options, build_model) -> None:
         )
     if method.name == "magnitude" and options.target_elementwise is not None:
         raise UserInputError(
-            "--method magnitude: give its element-wise sparsity as --target-sparsity (TF-MOT's final_sparsity)."
+            "--method magnitude: give its element-wise sparsity as --target-sparsity "
+            "(TF-MOT's final_sparsity)."
         )
 
 
@@ -164,7 +180,9 @@ def gamma_scores(model, config) -> dict[str, np.ndarray]:
     from asp_export.sparsity import grouped_kernels
 
     scores = {}
-    for grouped in grouped_kernels(model, include_classifier=config.include_classifier, exclude=config.exclude):
+    for grouped in grouped_kernels(
+        model, include_classifier=config.include_classifier, exclude=config.exclude
+    ):
         gammas = [c for c in grouped.companions if c.path.endswith("gamma")]
         if gammas:
             scores[grouped.name] = np.abs(np.asarray(gammas[0], dtype=np.float64))
@@ -205,7 +223,9 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
     target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
     opts = options.surgery
     if target is None:
-        plan = surgery.plan(dense, threshold=opts.threshold, round_to=opts.round_to, min_channels=opts.min_channels)
+        plan = surgery.plan(
+            dense, threshold=opts.threshold, round_to=opts.round_to, min_channels=opts.min_channels
+        )
         return dense, plan, None
     work = keras.models.clone_model(dense)
     work.set_weights(dense.get_weights())
@@ -225,7 +245,12 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
     )
     log.info(
         "target %s %.3f: zeroed %d of %d channels, reached %.4f (%.4f before rounding to %d)",
-        target.kind, target.value, result.record["channels_zeroed"], result.record["channels_candidate"],
-        result.record["achieved"], result.record["achieved_unrounded"], opts.round_to,
+        target.kind,
+        target.value,
+        result.record["channels_zeroed"],
+        result.record["channels_candidate"],
+        result.record["achieved"],
+        result.record["achieved_unrounded"],
+        opts.round_to,
     )
     return result.model, result.plan, result.record

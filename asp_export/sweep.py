@@ -21,8 +21,10 @@ Shared training: a method's training does not depend on the target (the target o
 decides the cut afterwards) and is deterministic on CPU for a fixed seed, so a cell
 whose options differ from a complete sibling's only in the target starts from that
 sibling's final checkpoint (config.json records ``training_shared_with``) and runs
-only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once. With ``bench``, each run's ONNX export
-(fp32) and onnxruntime-CPU benchmark at batch 32 are made once and reused.
+only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once.
+
+With ``bench``, each run's ONNX export (fp32) and onnxruntime-CPU benchmark at
+batch 32 are made once and reused.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ class SweepOptions:
                 raise UserInputError(f"Unknown sweep method {method!r}; valid: {valid} (none is always run).")
         for target in self.targets:
             if not 0.0 < target < 1.0:
-                raise UserInputError(f"Targets are fractions to remove in (0, 1), e.g. 0.5,0.9; got {target}.")
+                raise UserInputError(
+                    f"Targets are fractions to remove in (0, 1), e.g. 0.5,0.9; got {target}."
+                )
         for key in ("model", "data", "out", "method", "resume_dir", "force", *TARGET_OPTION.values()):
             if key in self.prune:
                 raise UserInputError(f"Sweep sets {key} itself; do not pass it as a prune option.")
@@ -165,7 +169,11 @@ def _run_cell(root: Path, options: SweepOptions, method: str, target: float | No
     prune_options = options_from_cli(flat)
     sibling = _trained_sibling(root, options, method, prune_options)
     if sibling is not None:
-        log.info("%s: training shared with %s (same options and seed); cutting to the target", root.name, sibling.name)
+        log.info(
+            "%s: training shared with %s (same options and seed); cutting to the target",
+            root.name,
+            sibling.name,
+        )
         _seed_from(sibling, root, prune_options)
         run_prune(options_from_cli(flat, str(root)), resume=True)
         return {"status": "done", "training_shared_with": sibling.name}
@@ -237,8 +245,9 @@ def _bench_cell(root: Path) -> None:
     if not (root / "export" / "manifest.json").exists():
         export_run(root, ExportOptions(formats=("onnx",), precisions=("fp32",)), strict=False)
     if not (root / "bench" / "bench.json").exists():
-        config = BenchConfig(inputs=(str(run.root),), runtimes=("onnxruntime",), provider="cpu",
-                             batches=(BENCH_BATCH,))
+        config = BenchConfig(
+            inputs=(str(run.root),), runtimes=("onnxruntime",), provider="cpu", batches=(BENCH_BATCH,)
+        )
         result = run_bench(config)
         write_outputs(result.data, result.out_dir)
 
@@ -279,14 +288,16 @@ def compare(out: Path, options: SweepOptions, statuses: dict[str, dict] | None =
         row: dict[str, Any] = {"run": name, "method": method, "target": target, "kind": options.kind}
         report_path = RunDir(root).report_json
         if not report_path.exists():
-            row.update(status=statuses.get(name, {}).get("status", "missing"),
-                       error=statuses.get(name, {}).get("error"))
+            row.update(
+                status=statuses.get(name, {}).get("status", "missing"),
+                error=statuses.get(name, {}).get("error"),
+            )
             rows.append(row)
             continue
         report = json.loads(report_path.read_text())
         accuracy = _final_accuracy(report)
         pruned = report["pruned"]
-        reached = (report.get("target") or {})
+        reached = report.get("target") or {}
         row.update(
             status="ok",
             achieved=reached.get("achieved"),
@@ -323,9 +334,22 @@ def compare(out: Path, options: SweepOptions, statuses: dict[str, dict] | None =
 
 
 CSV_COLUMNS = (
-    "run", "method", "kind", "target", "achieved", "reached", "accuracy", "accuracy_drop_pt", "params",
-    "flops", "params_reduction", "flops_reduction", "accuracy_before_finetune", "elementwise_sparsity_as_trained",
-    "structure", "speedup_ort_cpu_b32",
+    "run",
+    "method",
+    "kind",
+    "target",
+    "achieved",
+    "reached",
+    "accuracy",
+    "accuracy_drop_pt",
+    "params",
+    "flops",
+    "params_reduction",
+    "flops_reduction",
+    "accuracy_before_finetune",
+    "elementwise_sparsity_as_trained",
+    "structure",
+    "speedup_ort_cpu_b32",
     "status",
 )
 
@@ -333,7 +357,8 @@ CSV_COLUMNS = (
 _KIND_TEXT = {
     "flops": "Targets are fractions of the dense FLOPs to remove",
     "sparsity": "Targets are fractions of the dense params to remove",
-    "elementwise": "Targets are element-wise sparsities (mean over pruned layers of the share of |w| <= 1e-3)",
+    "elementwise": "Targets are element-wise sparsities "
+    "(mean over pruned layers of the share of |w| <= 1e-3)",
 }
 
 
@@ -356,12 +381,16 @@ def render_markdown(comparison: dict) -> str:
         f"{ref['params']:,} params, {ref['flops']:,} FLOPs. "
         f"{_KIND_TEXT[comparison['kind']]}; drops are in points vs the reference.",
         "",
-        "| method | target | reached | accuracy | drop (pt) | params | FLOPs removed | structure | ORT CPU speedup b32 |",
+        "| method | target | reached | accuracy | drop (pt) | params | FLOPs removed | structure "
+        "| ORT CPU speedup b32 |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for row in comparison["rows"]:
         if row["status"] != "ok":
-            lines.append(f"| {row['method']} | {row['target']:g} | {row['status']} | | | | | {row.get('error') or ''} | |")
+            lines.append(
+                f"| {row['method']} | {row['target']:g} | {row['status']} | | | | | "
+                f"{row.get('error') or ''} | |"
+            )
             continue
         speedup = "" if row["speedup_ort_cpu_b32"] is None else f"{row['speedup_ort_cpu_b32']:.2f}x"
         achieved = "" if row["achieved"] is None else f"{row['achieved']:.3f}"

@@ -69,7 +69,9 @@ def validate_target(
     """
     given = [v for v in (target_flops, target_sparsity, target_elementwise) if v is not None]
     if len(given) > 1:
-        raise UserInputError("Give one of --target-flops, --target-sparsity, --target-elementwise, not several.")
+        raise UserInputError(
+            "Give one of --target-flops, --target-sparsity, --target-elementwise, not several."
+        )
     for name, value in (
         ("--target-flops", target_flops),
         ("--target-sparsity", target_sparsity),
@@ -92,7 +94,10 @@ class Target:
 
     @classmethod
     def from_options(
-        cls, target_flops: float | None, target_sparsity: float | None, target_elementwise: float | None = None
+        cls,
+        target_flops: float | None,
+        target_sparsity: float | None,
+        target_elementwise: float | None = None,
     ) -> Target | None:
         validate_target(target_flops, target_sparsity, None, target_elementwise)
         if target_elementwise is not None:
@@ -225,7 +230,9 @@ def reach(
     cost = cost or _flops_cost
     candidates = [g for g in grouped_kernels if g.name in scores]
     if not candidates:
-        raise UserInputError("No layer has channels this method can rank; nothing to prune toward the target.")
+        raise UserInputError(
+            "No layer has channels this method can rank; nothing to prune toward the target."
+        )
     originals = snapshot(candidates)
     zero_channels(candidates, {}, originals)
     dense_cost = cost(model)
@@ -263,7 +270,9 @@ def reach(
     if not reached:
         log.warning(
             "Target %s %.3f is out of reach: cutting every rankable channel removes only %.3f.",
-            target.kind, target.value, value,
+            target.kind,
+            target.value,
+            value,
         )
     record = {
         "kind": target.kind,

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import click
-
 from asp_export.commands.prune import command as _prune_command
 
 # `asp prune` options a sweep passes through to every run (the sweep sets the rest itself).
-_OWN = {"model", "data", "out", "force", "resume_dir", "method", "target_flops", "target_sparsity", "target_elementwise"}
+_OWN = {
+    "model",
+    "data",
+    "out",
+    "force",
+    "resume_dir",
+    "method",
+    "target_flops",
+    "target_sparsity",
+    "target_elementwise",
+}
 _PASS_THROUGH = [p for p in _prune_command.params if p.name not in _OWN]
 
 
@@ -15,7 +24,9 @@ def _floats(ctx, param, value: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated fractions such as 0.5,0.9, got {value!r}") from None
+        raise click.BadParameter(
+            f"expected comma-separated fractions such as 0.5,0.9, got {value!r}"
+        ) from None
 
 
 def _names(ctx, param, value: str) -> tuple[str, ...]:
@@ -26,16 +37,32 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--model", default="gasl-mnist", show_default=True, help="Zoo model name or a .keras file.")
 @click.option("--data", default="digits", show_default=True, help="Dataset, as for `asp prune`.")
 @click.option(
-    "--methods", default="gasl,ssl,l1-filter,slimming", show_default=True, callback=_names,
+    "--methods",
+    default="gasl,ssl,l1-filter,slimming",
+    show_default=True,
+    callback=_names,
     help="Comma-separated methods; a plain dense reference run is always added.",
 )
-@click.option("--targets", default="0.5,0.6,0.7,0.8,0.9", show_default=True, callback=_floats,
-              help="Comma-separated fractions to REMOVE (0.8 removes 80 %).")
-@click.option("--target-kind", "kind", type=click.Choice(("sparsity", "flops", "elementwise")), default="sparsity",
-              show_default=True, help="sparsity: share of the dense params removed; flops: of the FLOPs; "
-              "elementwise: the paper's element-wise sparsity (magnitude: always element-wise).")
+@click.option(
+    "--targets",
+    default="0.5,0.6,0.7,0.8,0.9",
+    show_default=True,
+    callback=_floats,
+    help="Comma-separated fractions to REMOVE (0.8 removes 80 %).",
+)
+@click.option(
+    "--target-kind",
+    "kind",
+    type=click.Choice(("sparsity", "flops", "elementwise")),
+    default="sparsity",
+    show_default=True,
+    help="sparsity: share of the dense params removed; flops: of the FLOPs; "
+    "elementwise: the paper's element-wise sparsity (magnitude: always element-wise).",
+)
 @click.option("--out", default="runs/sweep", show_default=True, type=click.Path(), help="Sweep directory.")
-@click.option("--bench", is_flag=True, help="Also export ONNX and time dense vs pruned on onnxruntime CPU, batch 32.")
+@click.option(
+    "--bench", is_flag=True, help="Also export ONNX and time dense vs pruned on onnxruntime CPU, batch 32."
+)
 def command(model, data, methods, targets, kind, out, bench, **prune_options):
     """Prune one model with several methods at several targets, then compare them.
 
@@ -49,7 +76,13 @@ def command(model, data, methods, targets, kind, out, bench, **prune_options):
     from asp_export.sweep import SweepOptions, run_sweep
 
     options = SweepOptions(
-        model=model, data=data, methods=methods, targets=targets, out=out, kind=kind, bench=bench,
+        model=model,
+        data=data,
+        methods=methods,
+        targets=targets,
+        out=out,
+        kind=kind,
+        bench=bench,
         prune={k: v for k, v in prune_options.items() if v not in (None, ())},
     )
     comparison = run_sweep(options)

@@ -46,7 +46,8 @@ def test_bisect_finds_the_smallest_cut_reaching_the_goal():
 
 
 @pytest.mark.parametrize(
-    ("flops", "sparsity", "scope"), [(0.5, 0.5, None), (1.0, None, None), (None, 0.0, None), (None, None, "x")]
+    ("flops", "sparsity", "scope"),
+    [(0.5, 0.5, None), (1.0, None, None), (None, 0.0, None), (None, None, "x")],
 )
 def test_invalid_targets_are_refused(flops, sparsity, scope):
     with pytest.raises(UserInputError):
@@ -55,10 +56,10 @@ def test_invalid_targets_are_refused(flops, sparsity, scope):
 
 def test_reach_hits_a_flops_target_and_the_cut_model_equals_the_masked_one(keras_seed):
     import keras
+    from asp_export.models import create_model
 
     from asp_export import surgery
     from asp_export.flops import count
-    from asp_export.models import create_model
     from asp_export.sparsity import grouped_kernels
     from asp_export.targets import reach
 
@@ -66,16 +67,25 @@ def test_reach_hits_a_flops_target_and_the_cut_model_equals_the_masked_one(keras
     dense_flops = count(model).flops
     kernels = grouped_kernels(model)
     scores = {k.name: k.norms() for k in kernels}
-    result = reach(model, kernels, scores, Target("flops", 0.6), scope="uniform", threshold=1e-3, round_to=1,
-                   min_channels=1)
+    result = reach(
+        model,
+        kernels,
+        scores,
+        Target("flops", 0.6),
+        scope="uniform",
+        threshold=1e-3,
+        round_to=1,
+        min_channels=1,
+    )
     small = surgery.apply(result.model, result.plan)
     removed = 1 - count(small).flops / dense_flops
     assert result.record["reached"] and 0.6 <= removed < 0.7
     assert result.record["achieved"] == pytest.approx(removed, abs=1e-6)
     x = np.random.default_rng(0).normal(size=(4, 16, 16, 1)).astype("float32")
     masked = surgery.mask(result.model, result.plan)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(small(x)), keras.ops.convert_to_numpy(masked(x)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x)), keras.ops.convert_to_numpy(masked(x)), rtol=1e-5, atol=1e-5
+    )
 
 
 # --- each method through `asp prune` ---------------------------------------------------------------
@@ -95,13 +105,15 @@ def test_gasl_reaches_a_sparsity_target(tmp_path):
     result, report = _prune(tmp_path, "gasl", *LENET, "--method", "gasl", "--target-sparsity", "0.6")
     assert result.exit_code == 0, result.output
     assert 0.6 <= report["target"]["achieved"] < 0.7
-    assert 1 - report["pruned"]["params"] / report["dense"]["params"] == pytest.approx(report["target"]["achieved"],
-                                                                                     abs=1e-5)
+    assert 1 - report["pruned"]["params"] / report["dense"]["params"] == pytest.approx(
+        report["target"]["achieved"], abs=1e-5
+    )
 
 
 def test_slimming_prunes_by_batch_norm_gamma_on_a_bn_model(tmp_path):
-    result, report = _prune(tmp_path, "slim", "--model", "tiny_cnn", *TINY, "--method", "slimming",
-                            "--target-flops", "0.4")
+    result, report = _prune(
+        tmp_path, "slim", "--model", "tiny_cnn", *TINY, "--method", "slimming", "--target-flops", "0.4"
+    )
     assert result.exit_code == 0, result.output
     assert report["method"] == "slimming" and report["target"]["reached"]
     assert report["pruned"]["flops"] <= 0.6 * report["dense"]["flops"]

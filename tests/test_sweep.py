@@ -13,8 +13,23 @@ from asp_export.errors import UserInputError
 from asp_export.sweep import SweepOptions, run_name
 
 SWEEP = [
-    "sweep", "--model", "lenet5", "--input-shape", "16,16,1", "--data", "digits", "--methods", "ssl,l1-filter",
-    "--targets", "0.5,0.8", "--epochs", "1", "--steps-per-epoch", "3", "--round-to", "1",
+    "sweep",
+    "--model",
+    "lenet5",
+    "--input-shape",
+    "16,16,1",
+    "--data",
+    "digits",
+    "--methods",
+    "ssl,l1-filter",
+    "--targets",
+    "0.5,0.8",
+    "--epochs",
+    "1",
+    "--steps-per-epoch",
+    "3",
+    "--round-to",
+    "1",
 ]
 CELLS = ["dense", "ssl-sparsity0.5", "ssl-sparsity0.8", "l1-filter-sparsity0.5", "l1-filter-sparsity0.8"]
 
@@ -53,8 +68,9 @@ def test_sweep_runs_the_grid_compares_and_resumes_without_retraining(tmp_path):
     for name, row in rows.items():
         assert row["status"] == "ok" and row["reached"], name
         assert row["params_reduction"] >= row["target"] - 1e-6
-        assert row["accuracy_drop_pt"] == pytest.approx(100 * (comparison["reference"]["accuracy"] - row["accuracy"]),
-                                                        abs=1e-3)
+        assert row["accuracy_drop_pt"] == pytest.approx(
+            100 * (comparison["reference"]["accuracy"] - row["accuracy"]), abs=1e-3
+        )
     with open(out / "comparison.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 4
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -74,13 +90,16 @@ def test_sweep_runs_the_grid_compares_and_resumes_without_retraining(tmp_path):
         if cell != "ssl-sparsity0.8":
             assert (out / cell / "report.json").stat().st_mtime_ns == mtimes[cell], cell
     assert (out / "ssl-sparsity0.8" / "report.json").exists()
-    assert json.loads((out / "ssl-sparsity0.8" / "state.json").read_text())["history"] == history  # not retrained
+    assert (
+        json.loads((out / "ssl-sparsity0.8" / "state.json").read_text())["history"] == history
+    )  # not retrained
 
 
 def test_a_sweep_directory_refuses_a_different_model(tmp_path):
     out = tmp_path / "sweep"
     out.mkdir()
-    (out / "sweep.json").write_text(json.dumps({"model": "gasl-mnist", "data": "digits", "kind": "sparsity",
-                                                "prune": {}}))
+    (out / "sweep.json").write_text(
+        json.dumps({"model": "gasl-mnist", "data": "digits", "kind": "sparsity", "prune": {}})
+    )
     result = CliRunner().invoke(cli, [*SWEEP, "--out", str(out)])
     assert result.exit_code == 2 and "different model" in result.output
