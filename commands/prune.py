@@ -127,4 +127,12 @@ def _summary(report: dict, out: str) -> str:
         f"params           {dense['params']:,} -> {pruned['params']:,}  ({params_ratio:.2f}x fewer)",
         f"run directory    {out}  (next: asp export {out})",
     ]
+    target = report.get("target")
+    if target:  # docs/evidence.md: what the target means and how it is reached
+        unrounded = target.get("achieved_unrounded")
+        before = f", {unrounded:.3f} before rounding to {target['round_to']}" if unrounded is not None else ""
+        lines.insert(-1, f"target           {target['kind']} {target['requested']:g} requested, "
+                         f"{target['achieved']:.3f} reached{before}  ({target['meaning']})")
+    if report.get("structural_change") is False:
+        lines.insert(-1, f"note             {report.get('note', 'no structural change')}")
     return "\n".join(lines)

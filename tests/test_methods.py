@@ -94,6 +94,7 @@ def test_reach_hits_a_flops_target_and_the_cut_model_equals_the_masked_one(keras
 def test_l1_filter_reaches_its_flops_target_and_shrinks_the_model(tmp_path):
     result, report = _prune(tmp_path, "l1", *LENET, "--method", "l1-filter", "--target-flops", "0.5")
     assert result.exit_code == 0, result.output
+    assert "target           flops 0.5 requested" in result.output
     target = report["target"]
     assert target["scope"] == "uniform" and target["reached"]
     assert 0.5 <= target["achieved"] < 0.6
@@ -138,6 +139,7 @@ def test_magnitude_runs_tfmot_in_its_own_process_and_changes_no_structure(tmp_pa
     result, report = _prune(tmp_path, "mag", *LENET, "--method", "magnitude", "--target-sparsity", "0.7")
     assert result.exit_code == 0, result.output
     assert report["structural_change"] is False
+    assert "no fewer channels" in result.output
     assert report["target"]["achieved"] == pytest.approx(0.7, abs=0.01)
     assert report["pruned"]["flops"] == report["dense"]["flops"]
     assert report["versions"]["tensorflow_model_optimization"]
