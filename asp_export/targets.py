@@ -28,6 +28,9 @@ How channels are ranked (``scope``):
   uniform ratio), realised as one threshold over each channel's rank fraction
   within its layer.
 
+The model handed back has only the plan's dropped channels zeroed; channels chosen but
+kept back by rounding (or held by a coupled channel) keep their trained weights.
+
 Search: the candidate channels are sorted once by (normalised) score; dropping
 the first k is monotone in k, so a bisection over k (log2(N) surgery builds)
 finds the smallest k whose rebuilt model reaches the target. Each probe zeroes
@@ -221,9 +224,11 @@ def reach(
         cost: ``model -> {"flops", "params"}`` (default: `asp_export.flops.count`).
 
     Returns:
-        A `TargetResult`; ``record`` holds requested/achieved values, the rounding and
-        how many channels were zeroed. If even cutting every candidate channel cannot
-        reach the target, the largest reachable cut is returned with ``reached: false``.
+        A `TargetResult` whose model has exactly the plan's dropped channels zeroed
+        (for ``elementwise``: every chosen channel, kept or not); ``record`` holds
+        requested/achieved values, the rounding and how many channels were zeroed. If
+        even cutting every candidate channel cannot reach the target, the largest
+        reachable cut is returned with ``reached: false``.
     """
     from asp_export import surgery
 
@@ -266,7 +271,15 @@ def reach(
         unrounded, _, _ = measure(k, 1)
     finally:
         surgery_log.setLevel(level)
-    zero_channels(candidates, _drop_sets(order, k), originals)  # leave the chosen state in place
+    if target.kind == "elementwise":  # the zeros are the target: keep every chosen channel zeroed
+        zero_channels(candidates, _drop_sets(order, k), originals)
+        cut = model
+    else:
+        # Channels chosen but kept by the plan (kept back by round_to, or coupled through an Add to a
+        # channel that stays) get their trained weights back: zeroing them would cost accuracy and
+        # save nothing. Only the plan's dropped channels are zeroed (surgery.mask).
+        zero_channels(candidates, {}, originals)
+        cut = surgery.mask(model, plan)
     if not reached:
         log.warning(
             "Target %s %.3f is out of reach: cutting every rankable channel removes only %.3f.",
@@ -289,7 +302,7 @@ def reach(
         "dense": dense_cost,
         "pruned": small_cost,
     }
-    return TargetResult(model=model, plan=plan, record=record)
+    return TargetResult(model=cut, plan=plan, record=record)
 
 
 _MEANING = {

@@ -156,3 +156,38 @@ def test_the_papers_elementwise_sparsity_can_be_the_target(tmp_path):
     assert report["target"]["kind"] == "elementwise"
     assert 0.5 <= report["target"]["achieved"] < 0.6  # measured on the trained model with the cut zeroed
     assert report["elementwise_sparsity"] < 0.5  # report's own figure is the dense model as trained
+
+
+def test_channels_kept_back_by_rounding_or_coupling_keep_their_trained_weights(keras_seed):
+    import keras
+    from asp_export.models import create_model
+
+    from asp_export import surgery
+    from asp_export.flops import count
+    from asp_export.sparsity import grouped_kernels
+    from asp_export.targets import reach
+
+    # residual Adds couple channels
+    model = create_model("tiny_resnet", input_shape=(16, 16, 1), num_classes=10)
+    original = keras.models.clone_model(model)
+    original.set_weights(model.get_weights())
+    kernels = grouped_kernels(model)
+    scores = {k.name: np.sum(np.abs(np.asarray(k.variable)), axis=k.reduce_axes) for k in kernels}
+    result = reach(
+        model,
+        kernels,
+        scores,
+        Target("flops", 0.3),
+        scope="uniform",
+        threshold=1e-3,
+        round_to=4,
+        min_channels=1,
+    )
+    assert result.record["reached"] and result.record["achieved"] >= 0.3
+    assert (
+        result.record["achieved_unrounded"] > result.record["achieved"]
+    )  # rounding kept chosen channels back
+    assert 1 - count(surgery.apply(result.model, result.plan)).flops / count(original).flops >= 0.3
+    expected = surgery.mask(original, result.plan)  # the trained model with only the dropped channels zeroed
+    for got, want in zip(result.model.get_weights(), expected.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
