@@ -59,7 +59,8 @@ class SweepOptions:
         out: the sweep directory.
         kind: ``sparsity`` (``--target-sparsity``), ``flops`` (``--target-flops``) or
             ``elementwise`` (``--target-elementwise``, the GASL paper's metric); magnitude
-            always gets ``--target-sparsity`` (its element-wise sparsity).
+            gets ``--target-sparsity`` (its element-wise sparsity) for sparsity and
+            elementwise, and fails its cells with a one-line reason for flops.
         bench: export ONNX and time dense vs pruned on onnxruntime CPU, batch 32.
         prune: flat `asp prune` options passed to every run (epochs, seed, round_to, ...).
     """
@@ -160,8 +161,9 @@ def _run_cell(root: Path, options: SweepOptions, method: str, target: float | No
         return {"status": "skipped-complete"}
     flat = {**options.prune, "model": options.model, "data": options.data, "out": str(root), "method": method}
     if target is not None:
-        # magnitude's only target is TF-MOT's element-wise final_sparsity
-        flat["target_sparsity" if method == "magnitude" else TARGET_OPTION[options.kind]] = target
+        # magnitude's sparsity target is TF-MOT's element-wise final_sparsity; a FLOPs target fails (no cut)
+        elementwise_magnitude = method == "magnitude" and options.kind == "elementwise"
+        flat["target_sparsity" if elementwise_magnitude else TARGET_OPTION[options.kind]] = target
     if run.config_json.exists():
         log.info("%s: resuming", root.name)
         run_prune(options_from_cli(flat, str(root)), resume=True)
@@ -425,7 +427,8 @@ def plot(comparison: dict, path: Path) -> None:
     axis.set_xlabel("FLOPs removed (%)")
     axis.set_ylabel("accuracy drop vs dense (points)")
     axis.set_title(f"{comparison['model']} on {comparison['data']}")
-    axis.legend()
+    if methods:
+        axis.legend()
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)

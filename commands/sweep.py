@@ -57,7 +57,7 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
     default="sparsity",
     show_default=True,
     help="sparsity: share of the dense params removed; flops: of the FLOPs; "
-    "elementwise: the paper's element-wise sparsity (magnitude: always element-wise).",
+    "elementwise: the paper's element-wise sparsity (magnitude: its element-wise sparsity).",
 )
 @click.option("--out", default="runs/sweep", show_default=True, type=click.Path(), help="Sweep directory.")
 @click.option(

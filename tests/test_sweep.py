@@ -103,3 +103,24 @@ def test_a_sweep_directory_refuses_a_different_model(tmp_path):
     )
     result = CliRunner().invoke(cli, [*SWEEP, "--out", str(out)])
     assert result.exit_code == 2 and "different model" in result.output
+
+
+def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
+    out = tmp_path / "sweep"
+    args = [
+        "sweep",
+        "--model",
+        "lenet5",
+        "--input-shape",
+        "16,16,1",
+        "--methods",
+        "magnitude",
+        "--targets",
+        "0.5",
+    ]
+    args += ["--target-kind", "flops", "--epochs", "1", "--steps-per-epoch", "2", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "comparison.json").read_text())["rows"]
+    assert row["status"] == "failed" and "removes no FLOPs" in row["error"]
+    assert not (out / "magnitude-flops0.5").exists()
