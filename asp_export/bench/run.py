@@ -330,7 +330,9 @@ def _refuse_unloadable_files(targets: list[Target], rows: list[dict[str, Any]], 
         return
     if all(str(target.path) in named for target in targets):
         first = rows[0]
-        raise UserInputError(f"{first['path']} cannot be loaded (truncated or not a model file?): {first['error']}")
+        raise UserInputError(
+            f"{first['path']} cannot be loaded (truncated or not a model file?): {first['error']}"
+        )
 
 
 def _groups(targets: list[Target]) -> list[list[Target]]:
