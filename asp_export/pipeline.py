@@ -107,7 +107,7 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
         _remove_stale_temporaries(run)
         state = read_json(run.state_json) if run.state_json.is_file() else {}
         if state.get("complete") and run.report_json.is_file():
-            log.warning("%s is already complete; nothing to resume (to redo it, prune again with --force).", run.root)
+            log.warning("%s is already complete; nothing to resume (to redo it, use --force).", run.root)
             return read_json(run.report_json)
         log.info("Resuming %s", run.root)
     else:
