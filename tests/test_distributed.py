@@ -61,7 +61,9 @@ def test_multi_worker_is_refused_with_a_clear_message(tmp_path):
 
     from asp_export.cli import cli
 
-    result = CliRunner().invoke(cli, ["prune", *FAST, "--strategy", "multi-worker", "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        cli, ["prune", *FAST, "--strategy", "multi-worker", "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2, result.output
     assert "multi-worker is not supported yet" in result.output
     assert not (tmp_path / "r").exists()
@@ -78,9 +80,10 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@pytest.mark.skipif(os.environ.get("ASP_SLOW_TESTS") != "1", reason="40 s; set ASP_SLOW_TESTS=1")
 @pytest.mark.xfail(
     strict=True,
-    reason="Keras 3.15 model.fit under MultiWorkerMirroredStrategy: 'Attempt to convert a value (PerReplica...)'; "
+    reason="Keras 3.15 model.fit under MultiWorkerMirroredStrategy: 'Attempt to convert ... PerReplica'; "
     "when this passes, drop the ASP_EXPERIMENTAL_MULTI_WORKER gate in asp_export/train.make_strategy",
 )
 def test_two_local_workers_finish_and_agree(tmp_path):
@@ -95,7 +98,9 @@ def test_two_local_workers_finish_and_agree(tmp_path):
             "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
         }
         args = [asp, "prune", *FAST, "--strategy", "multi-worker", "--out", str(tmp_path / f"w{index}")]
-        workers.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+        workers.append(
+            subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        )
     deadline = time.monotonic() + 90
     try:
         errors = [w.communicate(timeout=max(1.0, deadline - time.monotonic()))[1] for w in workers]
@@ -107,7 +112,8 @@ def test_two_local_workers_finish_and_agree(tmp_path):
     import keras
 
     first, second = (
-        keras.saving.load_model(tmp_path / f"w{i}" / "dense.keras", safe_mode=True).get_weights() for i in range(2)
+        keras.saving.load_model(tmp_path / f"w{i}" / "dense.keras", safe_mode=True).get_weights()
+        for i in range(2)
     )
     for a, b in zip(first, second, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

@@ -68,7 +68,6 @@ class _Evil:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory) -> Kit:
     import keras
-
     from asp_export.models import create_model
 
     root = tmp_path_factory.mktemp("hostile")

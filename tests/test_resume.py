@@ -162,19 +162,20 @@ def test_killed_export_leaves_no_manifest_and_no_partial_file(reference_run, tmp
     args = ["export", str(run), "--format", "onnx", "--format", "tflite", "--precision", "fp32",
             "--parity-samples", "32"]  # fmt: skip
 
-    def first_file_written() -> bool:
-        return export.is_dir() and any(not p.name.startswith(".") for p in export.iterdir())
+    def writing_a_file() -> bool:  # killed while a converter writes its temporary
+        return export.is_dir() and any(".tmp" in name for name in os.listdir(export))
 
-    _kill_when(args, first_file_written, "the first exported file")
+    _kill_when(args, writing_a_file, "a file being written")
 
     assert not (export / "manifest.json").exists(), "the manifest is written last"
+    assert _temporaries(export), "the kill should have interrupted a write"
     finals = [p for p in export.iterdir() if not p.name.startswith(".")]
-    assert finals
     for path in finals:  # every file under a final name is complete: it loads and runs
         _assert_complete(path)
-    # A re-run finishes the export; the stale hidden temporaries never carry a final name.
+    # A re-run finishes the export and removes the killed run's hidden temporaries.
     result = _asp(*args, "--force")
     assert result.returncode == 0, result.stderr
+    assert _temporaries(export) == []
     manifest = json.loads((export / "manifest.json").read_text())
     from asp_export._io import sha256_of
 
