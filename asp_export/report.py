@@ -83,6 +83,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         flops_ratio = dense["flops"] / pruned["flops"]
         params_ratio = dense["params"] / pruned["params"]
         lines[-1] += f"; {flops_ratio:.2f}x fewer FLOPs, {params_ratio:.2f}x fewer params."
+    target = report.get("target")
+    if target:
+        lines.append(
+            f"Target: {target['kind']} {target['requested']:g} ({target.get('meaning', '')}); "
+            f"achieved {target['achieved']:.3f}{'' if target['reached'] else ' (out of reach)'}."
+        )
     lines += [
         "",
         f"Element-wise sparsity (the paper's metric, |w| <= 1e-3): {_pct(report['elementwise_sparsity'])}.",

@@ -72,7 +72,10 @@ def _input_shape(ctx, param, value):
 @click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
 @click.option("--solver", type=click.Choice(SOLVERS), help="How group lasso is applied.  [default: proximal]")
 @click.option(
-    "--group-weighting", type=click.Choice(WEIGHTINGS), help="none: the authors' unweighted group lasso; sqrt: weight each layer by sqrt(group size).  [default: none]"
+    "--group-weighting",
+    type=click.Choice(WEIGHTINGS),
+    help="none: the authors' unweighted group lasso; sqrt: weight each layer by sqrt(group size).  "
+    "[default: none]",
 )
 @click.option("--include-classifier", is_flag=True, default=None, help="Also regularise the output layer.")
 @click.option("--exclude", multiple=True, help="Layer name never regularised or pruned (repeatable).")
@@ -99,7 +102,7 @@ def command(**options):
     \b
     Writes RUN_DIR/config.json, dense.keras, pruned.keras, report.json, report.md,
     checkpoints/ (resume with --resume RUN_DIR) and logs/ (TensorBoard).
-    Example: asp prune --model lenet5 --data mnist --data-dir ~/data/mnist --finetune-epochs 3 --out runs/lenet5
+    Example: asp prune --model lenet5 --data mnist --data-dir ~/data/mnist --out runs/lenet5
     """
     from asp_export.pipeline import options_from_cli, run_prune
 
