@@ -46,7 +46,9 @@ class AspGroup(click.Group):
                 raise
             raise _AspClickError(str(err), err.exit_code) from None
         except KeyboardInterrupt:
-            raise _AspClickError("Interrupted; finished artifacts are kept, partial ones were discarded.", 130) from None
+            raise _AspClickError(
+                "Interrupted; finished artifacts are kept, partial ones were discarded.", 130
+            ) from None
         except OSError as err:
             if verbose:
                 raise
@@ -57,13 +59,17 @@ class AspGroup(click.Group):
             if verbose:
                 raise
             raise _AspClickError(
-                f"unexpected failure: {type(err).__name__}: {err} (run `asp --verbose ...` for the traceback)", 1
+                f"unexpected failure: {type(err).__name__}: {err} "
+                "(run `asp --verbose ...` for the traceback)",
+                1,
             ) from None
 
 
 def _configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(message)s" if not verbose else "%(levelname)s %(name)s: %(message)s")
+    )
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

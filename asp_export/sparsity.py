@@ -184,7 +184,9 @@ def grouped_kernels(
         if getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
             companions.append(layer.bias)
         for bn in batch_norms.get(layer.name, ()):
-            companions += [v for v in (getattr(bn, "gamma", None), getattr(bn, "beta", None)) if v is not None]
+            companions += [
+                v for v in (getattr(bn, "gamma", None), getattr(bn, "beta", None)) if v is not None
+            ]
         found.append(GroupedKernel(layer, *spec, companions=tuple(companions)))
     return found
 
@@ -238,7 +240,9 @@ class GASLRegularizer:
     a single-device one).
     """
 
-    def __init__(self, reduce_axes: Sequence[int], lambda_group: float, lambda_var: float, eps: float) -> None:
+    def __init__(
+        self, reduce_axes: Sequence[int], lambda_group: float, lambda_var: float, eps: float
+    ) -> None:
         self.reduce_axes = tuple(reduce_axes)
         self.lambda_group = float(lambda_group)
         self.lambda_var = float(lambda_var)
@@ -261,7 +265,9 @@ def penalty_value(model, config: SparsityConfig) -> dict[str, float]:
     """The two terms (unweighted and weighted) on a model's current weights, for reports."""
     group_total = 0.0
     guide_total = 0.0
-    for grouped in grouped_kernels(model, include_classifier=config.include_classifier, exclude=config.exclude):
+    for grouped in grouped_kernels(
+        model, include_classifier=config.include_classifier, exclude=config.exclude
+    ):
         squared = np.square(grouped.norms())
         group_total += float(np.sum(np.sqrt(squared)))
         guide_total += float(1.0 / (np.var(squared) + config.eps))
@@ -295,7 +301,7 @@ def attach(model, config: SparsityConfig) -> Iterator[list[GroupedKernel]]:
         with attach_extra(model, config):
             yield kernels
     finally:
-        for grouped, regularizer in zip(kernels, previous):
+        for grouped, regularizer in zip(kernels, previous, strict=True):
             grouped.variable.regularizer = regularizer
 
 

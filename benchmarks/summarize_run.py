@@ -28,42 +28,60 @@ def main(run: Path) -> None:
     if report:
         dense, pruned = report["dense"], report["pruned"]
         options = report["config"]
-        print(f"Run `{run}`: {report['model']} on {report['dataset']}, method {report['method']}, "
-              f"seed {report['seed']}, λ_g {options['sparsity']['lambda_group']}, "
-              f"{options['train']['epochs']} epochs + {options['finetune_epochs']} fine-tuning, "
-              f"{report['training']['seconds']:.0f} s training on {report['devices']['device']}.\n")
+        print(
+            f"Run `{run}`: {report['model']} on {report['dataset']}, method {report['method']}, "
+            f"seed {report['seed']}, λ_g {options['sparsity']['lambda_group']}, "
+            f"{options['train']['epochs']} epochs + {options['finetune_epochs']} fine-tuning, "
+            f"{report['training']['seconds']:.0f} s training on {report['devices']['device']}.\n"
+        )
         print("| model | test accuracy | params | FLOPs | .keras size |")
         print("| --- | ---: | ---: | ---: | ---: |")
-        print(f"| dense | {_pct(dense['accuracy'])} | {dense['params']:,} | {dense['flops']:,} | "
-              f"{dense.get('size_bytes', 0):,} B |")
+        print(
+            f"| dense | {_pct(dense['accuracy'])} | {dense['params']:,} | {dense['flops']:,} | "
+            f"{dense.get('size_bytes', 0):,} B |"
+        )
         print(f"| dense, dead groups zeroed | {_pct(report['masked']['accuracy'])} | | | |")
         print(f"| pruned before fine-tuning | {_pct(report['surgery']['accuracy_before_finetune'])} | | | |")
-        print(f"| pruned (final) | {_pct(pruned['accuracy'])} | {pruned['params']:,} | {pruned['flops']:,} | "
-              f"{pruned.get('size_bytes', 0):,} B |")
-        print(f"\nStructure {report['structure']} (live before rounding {report.get('structure_live')}); "
-              f"{dense['flops'] / pruned['flops']:.2f}x fewer FLOPs, {dense['params'] / pruned['params']:.2f}x "
-              f"fewer params; element-wise sparsity {_pct(report['elementwise_sparsity'])}; surgery max |diff| "
-              f"vs masked {report['surgery']['max_abs_diff_vs_masked']:.1e}.\n")
+        print(
+            f"| pruned (final) | {_pct(pruned['accuracy'])} | {pruned['params']:,} | {pruned['flops']:,} | "
+            f"{pruned.get('size_bytes', 0):,} B |"
+        )
+        print(
+            f"\nStructure {report['structure']} (live before rounding {report.get('structure_live')}); "
+            f"{dense['flops'] / pruned['flops']:.2f}x fewer FLOPs, {dense['params'] / pruned['params']:.2f}x "
+            f"fewer params; element-wise sparsity {_pct(report['elementwise_sparsity'])}; surgery max |diff| "
+            f"vs masked {report['surgery']['max_abs_diff_vs_masked']:.1e}.\n"
+        )
     if manifest:
         print("| file | size | parity |")
         print("| --- | ---: | --- |")
         for entry in manifest["files"]:
             parity = entry["parity"]
-            figure = (f"max rel {parity['max_rel_diff']:.1e}" if entry["precision"] in ("fp32", "fp16")
-                      else f"top-1 agreement {parity['top1_agreement']:.4f}")
-            print(f"| {entry['path']} | {entry['size_bytes']:,} B | {figure}, "
-                  f"{'passed' if parity['passed'] else 'FAILED'} |")
+            figure = (
+                f"max rel {parity['max_rel_diff']:.1e}"
+                if entry["precision"] in ("fp32", "fp16")
+                else f"top-1 agreement {parity['top1_agreement']:.4f}"
+            )
+            print(
+                f"| {entry['path']} | {entry['size_bytes']:,} B | {figure}, "
+                f"{'passed' if parity['passed'] else 'FAILED'} |"
+            )
         print()
     if bench:
         machine = bench.get("machine", {})
         print(f"Latency on {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores:\n")
-        print("| runtime | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | FLOPs ratio | "
-              "efficiency |")
+        print(
+            "| runtime | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | FLOPs ratio | "
+            "efficiency |"
+        )
         print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for pair in bench["pairs"]:
-            print(f"| {pair['runtime']} | {pair['format']} | {pair.get('precision') or ''} | {pair['batch']} | "
-                  f"{pair.get('dense_p50_ms', float('nan')):.3f} | {pair.get('pruned_p50_ms', float('nan')):.3f} | "
-                  f"{pair['speedup_p50']:.2f}x | {pair['flops_ratio']:.2f} | {pair['efficiency']:.2f} |")
+            print(
+                f"| {pair['runtime']} | {pair['format']} | {pair.get('precision') or ''} | {pair['batch']} | "
+                f"{pair.get('dense_p50_ms', float('nan')):.3f} | "
+                f"{pair.get('pruned_p50_ms', float('nan')):.3f} | "
+                f"{pair['speedup_p50']:.2f}x | {pair['flops_ratio']:.2f} | {pair['efficiency']:.2f} |"
+            )
 
 
 if __name__ == "__main__":
