@@ -53,7 +53,8 @@ class AspGroup(click.Group):
             if verbose:
                 raise
             where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-            code = 2 if err.errno in (errno.EACCES, errno.EROFS, errno.ENOENT, errno.EISDIR) else 1
+            bad_path = (errno.EACCES, errno.EROFS, errno.ENOENT, errno.EISDIR, errno.ENOTDIR)
+            code = 2 if err.errno in bad_path else 1
             raise _AspClickError(f"{err.strerror or err}{where}.", code) from None
         except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback without --verbose
             if verbose:
