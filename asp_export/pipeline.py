@@ -188,7 +188,9 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
 
     from asp_export.methods import choose_plan
 
-    source, plan, target = choose_plan(dense, options)  # source: dense, or a copy with the cut channels zeroed
+    source, plan, target = choose_plan(
+        dense, options
+    )  # source: dense, or a copy with the cut channels zeroed
     masked = surgery.mask(source, plan)
     masked_accuracy = evaluate(masked, dataset, batch, from_logits)
     with strategy.scope():  # fine-tuning, if asked, trains this very model
@@ -202,7 +204,9 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
     final = pruned
     if options.finetune_epochs > 0:
         with strategy.scope():
-            train.compile_model(final, options.finetune_lr or options.train.learning_rate / 10, from_logits=from_logits)
+            train.compile_model(
+                final, options.finetune_lr or options.train.learning_rate / 10, from_logits=from_logits
+            )
         finetune_config = replace(options.train, epochs=options.finetune_epochs)
         train.fit(final, dataset, run, finetune_config, SparsityConfig(method="none"), stage="finetune")
         finetuned = {"accuracy": round(evaluate(final, dataset, batch, from_logits), 6)}
@@ -210,9 +214,12 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
 
     before = {k.name: len(k.norms()) for k in grouped_kernels(dense)}
     after = {k.name: len(k.norms()) for k in grouped_kernels(final)}
-    layers = [{"name": name, "groups_before": n, "groups_after": after.get(name, 0)} for name, n in before.items()]
-    pruned_figures = model_figures(final, accuracy=finetuned["accuracy"] if finetuned else pruned_accuracy,
-                                   path=run.model_path("pruned"))
+    layers = [
+        {"name": name, "groups_before": n, "groups_after": after.get(name, 0)} for name, n in before.items()
+    ]
+    pruned_figures = model_figures(
+        final, accuracy=finetuned["accuracy"] if finetuned else pruned_accuracy, path=run.model_path("pruned")
+    )
     return {
         "dense": model_figures(dense, accuracy=dense_accuracy, path=run.model_path("dense")),
         "masked": {"accuracy": round(masked_accuracy, 6)},
@@ -322,7 +329,9 @@ def _load_checkpoint(path: Path):
     try:
         return keras.saving.load_model(path, compile=True, safe_mode=True)
     except Exception as err:  # noqa: BLE001 - any load failure means an unusable checkpoint
-        raise RunDirError(f"Checkpoint {path} cannot be loaded ({err}); delete it to resume from the one before.") from None
+        raise RunDirError(
+            f"Checkpoint {path} cannot be loaded ({err}); delete it to resume from the one before."
+        ) from None
 
 
 def _save_model(model, path: Path) -> None:
@@ -372,9 +381,23 @@ def _config_record(options: PruneOptions, model, model_source: str, dataset, str
     }
 
 
-_TRAIN_KEYS = {"epochs", "batch_size", "learning_rate", "steps_per_epoch", "seed", "mixed_precision", "strategy"}
+_TRAIN_KEYS = {
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "steps_per_epoch",
+    "seed",
+    "mixed_precision",
+    "strategy",
+}
 _SPARSITY_KEYS = {
-    "method", "lambda_group", "lambda_var", "solver", "group_weighting", "include_classifier", "exclude",
+    "method",
+    "lambda_group",
+    "lambda_var",
+    "solver",
+    "group_weighting",
+    "include_classifier",
+    "exclude",
 }
 _SURGERY_KEYS = {"threshold", "round_to", "min_channels"}
 
@@ -391,5 +414,11 @@ def options_from_cli(flat: dict[str, Any], resume_dir: str | None = None) -> Pru
     data = flat.pop("data", "digits")
     out = flat.pop("out", None) or f"runs/{Path(model).stem}-{data.replace(':', '-').replace('/', '_')}"
     return PruneOptions(
-        model=model, data=data, out=out, train=train_config, sparsity=sparsity_config, surgery=surgery_config, **flat
+        model=model,
+        data=data,
+        out=out,
+        train=train_config,
+        sparsity=sparsity_config,
+        surgery=surgery_config,
+        **flat,
     )

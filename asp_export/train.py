@@ -233,7 +233,9 @@ def fit(
             callbacks.append(make_proximal_callback(kernels, sparsity_config))
         if tensorboard:
             callbacks.append(
-                keras.callbacks.TensorBoard(log_dir=str(run.logs / stage), write_graph=False, update_freq="epoch")
+                keras.callbacks.TensorBoard(
+                    log_dir=str(run.logs / stage), write_graph=False, update_freq="epoch"
+                )
             )
         validation = dataset.val(train_config.batch_size) if dataset.n_val else None
         for epoch in range(initial_epoch, train_config.epochs):
@@ -264,7 +266,9 @@ def fit(
             history.append(metrics)
             if stage == "train":
                 _save_checkpoint(model, run, epoch + 1)
-                write_state(run, epochs_completed=epoch + 1, history=_all_history(run, history, initial_epoch))
+                write_state(
+                    run, epochs_completed=epoch + 1, history=_all_history(run, history, initial_epoch)
+                )
             log.info(
                 "%s epoch %d/%d: loss %.4f acc %.4f%s (%.1fs)",
                 stage,
@@ -283,7 +287,11 @@ def _all_history(run: RunDir, new: list[dict], initial_epoch: int) -> list[dict]
 
     old: list[dict] = []
     if initial_epoch and run.state_json.exists():
-        old = [h for h in json.loads(run.state_json.read_text()).get("history", []) if h["epoch"] <= initial_epoch]
+        old = [
+            h
+            for h in json.loads(run.state_json.read_text()).get("history", [])
+            if h["epoch"] <= initial_epoch
+        ]
     return old + new
 
 

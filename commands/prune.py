@@ -134,8 +134,11 @@ def _summary(report: dict, out: str) -> str:
     if target:  # docs/evidence.md: what the target means and how it is reached
         unrounded = target.get("achieved_unrounded")
         before = f", {unrounded:.3f} before rounding to {target['round_to']}" if unrounded is not None else ""
-        lines.insert(-1, f"target           {target['kind']} {target['requested']:g} requested, "
-                         f"{target['achieved']:.3f} reached{before}  ({target['meaning']})")
+        lines.insert(
+            -1,
+            f"target           {target['kind']} {target['requested']:g} requested, "
+            f"{target['achieved']:.3f} reached{before}  ({target['meaning']})",
+        )
     if report.get("structural_change") is False:
         lines.insert(-1, f"note             {report.get('note', 'no structural change')}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """The model zoo: `@register_model` functions that return Keras functional models.
 
-    from asp_export.models import create_model, list_models
-    model = create_model("lenet5", input_shape=(28, 28, 1), num_classes=10)
+from asp_export.models import create_model, list_models
+model = create_model("lenet5", input_shape=(28, 28, 1), num_classes=10)
 """
 
 # Importing the families registers their models.

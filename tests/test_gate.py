@@ -16,8 +16,21 @@ from pathlib import Path
 BASELINE = Path(__file__).resolve().parent / "data" / "gate" / "asp-baseline.json"
 ASP = str(Path(sys.executable).with_name("asp"))
 
-PRUNE = ["prune", "--model", "lenet5", "--data", "digits", "--epochs", "8", "--finetune-epochs", "4",
-         "--group-weighting", "sqrt", "--lambda-group", "2e-3"]
+PRUNE = [
+    "prune",
+    "--model",
+    "lenet5",
+    "--data",
+    "digits",
+    "--epochs",
+    "8",
+    "--finetune-epochs",
+    "4",
+    "--group-weighting",
+    "sqrt",
+    "--lambda-group",
+    "2e-3",
+]
 EXPORT = ["export", "--format", "onnx"]
 BENCH = [
     "bench",

@@ -117,8 +117,21 @@ def test_multi_worker_is_refused_with_a_reason(tmp_path, monkeypatch, experiment
     experimental opt-in, a missing cluster description is the next thing asp names."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv("ASP_EXPERIMENTAL_MULTI_WORKER", experimental)
-    args = ["prune", "--model", "lenet5", "--data", "digits", "--input-shape", "16,16,1", "--epochs", "1",
-            "--strategy", "multi-worker", "--out", str(tmp_path / "mw")]
+    args = [
+        "prune",
+        "--model",
+        "lenet5",
+        "--data",
+        "digits",
+        "--input-shape",
+        "16,16,1",
+        "--epochs",
+        "1",
+        "--strategy",
+        "multi-worker",
+        "--out",
+        str(tmp_path / "mw"),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert message in result.output
