@@ -14,6 +14,7 @@ from typing import Any
 
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.bench.profile import format_profile
+from asp_export.bench.stats import STAT_FIELDS
 
 CSV_COLUMNS = (
     "model",
@@ -27,21 +28,7 @@ CSV_COLUMNS = (
     "batch",
     "threads",
     "status",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "mean_ms",
-    "std_ms",
-    "min_ms",
-    "cv",
-    "throughput",
-    "n_iter",
-    "n_outliers",
-    "dispersion_high",
-    "capped",
-    "first_inference_ms",
-    "load_ms",
-    "peak_rss_mb",
+    *STAT_FIELDS,
     "flops",
     "error",
     "path",

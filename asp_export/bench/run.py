@@ -30,7 +30,14 @@ from asp_export.bench.runtimes import (
     detect_format,
     runtime_for_format,
 )
-from asp_export.bench.stats import Measurement, TimingPolicy, measure_interleaved, speedup_interval, summarize
+from asp_export.bench.stats import (
+    STAT_FIELDS,
+    Measurement,
+    TimingPolicy,
+    measure_interleaved,
+    speedup_interval,
+    summarize,
+)
 from asp_export.errors import RunDirError, UserInputError, unknown_name_error
 from asp_export.rundir import RunDir, read_json
 from asp_export.versions import asp_version, machine_info, package_versions
@@ -423,25 +430,6 @@ def _measured_row(
     return row
 
 
-_STAT_FIELDS = (
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "mean_ms",
-    "std_ms",
-    "min_ms",
-    "cv",
-    "throughput",
-    "n_iter",
-    "n_outliers",
-    "dispersion_high",
-    "capped",
-    "first_inference_ms",
-    "load_ms",
-    "peak_rss_mb",
-)
-
-
 def _row(
     target: Target,
     runtime_name: str,
@@ -470,7 +458,7 @@ def _row(
         "flops": target.flops,
         "path": str(target.path),
     }
-    row.update(dict.fromkeys(_STAT_FIELDS))
+    row.update(dict.fromkeys(STAT_FIELDS))
     return row
 
 

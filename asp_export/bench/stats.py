@@ -22,6 +22,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The timing figures of one bench row, in report order (bench.json rows, bench.csv columns).
+STAT_FIELDS = (
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "min_ms",
+    "cv",
+    "throughput",
+    "n_iter",
+    "n_outliers",
+    "dispersion_high",
+    "capped",
+    "first_inference_ms",
+    "load_ms",
+    "peak_rss_mb",
+)
+
 #: Relative spread (p90 - p50) / p50 above which a row is flagged as noisy.
 DISPERSION_SPREAD = 0.25
 #: Coefficient of variation (std / mean) above which a row is flagged as noisy.
