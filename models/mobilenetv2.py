@@ -32,7 +32,8 @@ def _make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
-def _inverted_residual(x, expansion: int, out_ch: int, strides: int, name: str):
+def inverted_residual(x, expansion: int, out_ch: int, strides: int, name: str):
+    """MobileNetV2 block: expand 1x1 -> depthwise 3x3 -> project 1x1 (+ Add when shapes match)."""
     from keras import layers
 
     in_ch = int(x.shape[-1])
@@ -67,7 +68,7 @@ def mobilenetv2_cifar_model(
     for expansion, channels, repeats, first_stride in CIFAR_BLOCKS:
         out_ch = _make_divisible(channels * width_multiplier)
         for repeat in range(repeats):
-            x = _inverted_residual(
+            x = inverted_residual(
                 x, expansion, out_ch, first_stride if repeat == 0 else 1, name=f"block{index}"
             )
             index += 1

@@ -18,6 +18,7 @@ name and run in seconds on a CPU. They are registered in the shared zoo under
 from __future__ import annotations
 
 from asp_export.models._registry import register_model
+from asp_export.models.mobilenetv2 import inverted_residual
 
 _TINY_INPUT = (16, 16, 3)
 
@@ -78,23 +79,6 @@ def tiny_resnet(input_shape, num_classes):
     return keras.Model(inputs, outputs, name="tiny_resnet")
 
 
-def _inverted_residual(x, in_ch: int, out_ch: int, expand: int, strides: int, name: str):
-    """MobileNetV2 block: expand 1x1 -> depthwise 3x3 -> project 1x1 (+ Add when shapes match)."""
-    from keras import layers
-
-    y = layers.Conv2D(in_ch * expand, 1, use_bias=False, name=f"{name}_expand")(x)
-    y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
-    y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
-    y = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
-    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
-    y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
-    y = layers.Conv2D(out_ch, 1, use_bias=False, name=f"{name}_project")(y)
-    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
-    if strides == 1 and in_ch == out_ch:
-        y = layers.Add(name=f"{name}_add")([x, y])
-    return y
-
-
 @register_model("tiny_mobilenet", input_shape=_TINY_INPUT)
 def tiny_mobilenet(input_shape, num_classes):
     """Two inverted residual blocks (one with Add), depthwise convs, 1x1 head (test model)."""
@@ -105,8 +89,8 @@ def tiny_mobilenet(input_shape, num_classes):
     x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="stem")(inputs)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
-    x = _inverted_residual(x, 8, 8, expand=4, strides=1, name="block1")
-    x = _inverted_residual(x, 8, 16, expand=4, strides=2, name="block2")
+    x = inverted_residual(x, expansion=4, out_ch=8, strides=1, name="block1")
+    x = inverted_residual(x, expansion=4, out_ch=16, strides=2, name="block2")
     x = layers.Conv2D(32, 1, use_bias=False, name="head")(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.ReLU(6.0, name="head_relu")(x)

@@ -76,20 +76,25 @@ def test_one_gasl_step_on_two_replicas_equals_one_step_on_one_device(solver):
         np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
 
 
+_ONE_EPOCH_LENET = [
+    "prune",
+    "--model",
+    "lenet5",
+    "--data",
+    "digits",
+    "--input-shape",
+    "16,16,1",
+    "--epochs",
+    "1",
+]
+
+
 def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
     import keras
 
     out = tmp_path / "mp"
     args = [
-        "prune",
-        "--model",
-        "lenet5",
-        "--data",
-        "digits",
-        "--input-shape",
-        "16,16,1",
-        "--epochs",
-        "1",
+        *_ONE_EPOCH_LENET,
         "--steps-per-epoch",
         "2",
         "--batch-size",
@@ -117,21 +122,7 @@ def test_multi_worker_is_refused_with_a_reason(tmp_path, monkeypatch, experiment
     experimental opt-in, a missing cluster description is the next thing asp names."""
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.setenv("ASP_EXPERIMENTAL_MULTI_WORKER", experimental)
-    args = [
-        "prune",
-        "--model",
-        "lenet5",
-        "--data",
-        "digits",
-        "--input-shape",
-        "16,16,1",
-        "--epochs",
-        "1",
-        "--strategy",
-        "multi-worker",
-        "--out",
-        str(tmp_path / "mw"),
-    ]
+    args = [*_ONE_EPOCH_LENET, "--strategy", "multi-worker", "--out", str(tmp_path / "mw")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert message in result.output
