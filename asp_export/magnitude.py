@@ -229,7 +229,7 @@ def _worker(spec: dict) -> None:
     for layer in _chain_layers(model):
         layer.set_weights(stripped.get_layer(layer.name).get_weights())
 
-    accuracy = pipeline.evaluate(model, dataset, config.batch_size, from_logits)
+    accuracy = pipeline.evaluate(model, dataset, config.batch_size)
     pipeline._save_model(model, run.model_path("dense"))
     pipeline._save_model(model, run.model_path("pruned"))
     kernels = [k for k in grouped_kernels(model)]

@@ -184,7 +184,7 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
 
     batch = options.train.batch_size
     from_logits = _emits_logits(dense)
-    dense_accuracy = evaluate(dense, dataset, batch, from_logits)
+    dense_accuracy = evaluate(dense, dataset, batch)
 
     from asp_export.methods import choose_plan
 
@@ -192,10 +192,10 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         dense, options
     )  # source: dense, or a copy with the cut channels zeroed
     masked = surgery.mask(source, plan)
-    masked_accuracy = evaluate(masked, dataset, batch, from_logits)
+    masked_accuracy = evaluate(masked, dataset, batch)
     with strategy.scope():  # fine-tuning, if asked, trains this very model
         pruned = surgery.apply(source, plan)
-    pruned_accuracy = evaluate(pruned, dataset, batch, from_logits)
+    pruned_accuracy = evaluate(pruned, dataset, batch)
 
     probe = dataset.sample(min(64, dataset.n_test), split="test")
     surgery_error = float(np.max(np.abs(masked(probe, training=False) - pruned(probe, training=False))))
@@ -209,7 +209,7 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
             )
         finetune_config = replace(options.train, epochs=options.finetune_epochs)
         train.fit(final, dataset, run, finetune_config, SparsityConfig(method="none"), stage="finetune")
-        finetuned = {"accuracy": round(evaluate(final, dataset, batch, from_logits), 6)}
+        finetuned = {"accuracy": round(evaluate(final, dataset, batch), 6)}
     _save_model(final, run.model_path("pruned"))
 
     before = {k.name: len(k.norms()) for k in grouped_kernels(dense)}
@@ -246,8 +246,8 @@ def _live_structure(dense, threshold: float, regularised: dict[str, int]) -> str
     return "-".join(str(live.get(name, total)) for name, total in regularised.items())
 
 
-def evaluate(model, dataset, batch_size: int, from_logits: bool = True) -> float:
-    """Top-1 accuracy on the test split."""
+def evaluate(model, dataset, batch_size: int) -> float:
+    """Top-1 accuracy on the test split (argmax: the same for logits and probabilities)."""
     import keras
     import numpy as np
 
@@ -257,7 +257,6 @@ def evaluate(model, dataset, batch_size: int, from_logits: bool = True) -> float
         logits = model(x, training=False)
         correct += int(np.sum(np.argmax(keras.ops.convert_to_numpy(logits), axis=-1) == np.asarray(y)))
         total += int(np.asarray(y).shape[0])
-    del from_logits  # argmax is the same for logits and probabilities
     if total == 0:
         raise UserInputError(f"The test split of {dataset.name} is empty; nothing to evaluate.")
     return correct / total

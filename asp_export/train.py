@@ -18,7 +18,7 @@ from pathlib import Path
 
 from asp_export._io import atomic_path, write_json_atomic
 from asp_export.errors import TrainingError, UserInputError
-from asp_export.rundir import SCHEMA_VERSION, RunDir
+from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig, attach, make_proximal_callback
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,7 @@ def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
 def write_state(run: RunDir, **fields) -> None:
     state = {"schema_version": SCHEMA_VERSION}
     if run.state_json.exists():
-        import json
-
-        state.update(json.loads(run.state_json.read_text()))
+        state.update(read_json(run.state_json))
     state.update(fields)
     write_json_atomic(run.state_json, state)
 
@@ -283,15 +281,9 @@ def fit(
 
 
 def _all_history(run: RunDir, new: list[dict], initial_epoch: int) -> list[dict]:
-    import json
-
     old: list[dict] = []
     if initial_epoch and run.state_json.exists():
-        old = [
-            h
-            for h in json.loads(run.state_json.read_text()).get("history", [])
-            if h["epoch"] <= initial_epoch
-        ]
+        old = [h for h in read_json(run.state_json).get("history", []) if h["epoch"] <= initial_epoch]
     return old + new
 
 
