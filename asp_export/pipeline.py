@@ -132,7 +132,7 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     if not resume:
         run = RunDir.create(options.out, force=force)
 
-    checkpoint = train.latest_checkpoint(run) if resume else None
+    checkpoint = train.resume_checkpoint(run, strategy, options.train.epochs) if resume else None
     with strategy.scope():
         if checkpoint is not None:
             epochs_done, path = checkpoint

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from asp_export._io import atomic_path, write_json_atomic
+from asp_export.custom_loop import StrategyLoop, needs_custom_loop
 from asp_export.errors import TrainingError, UserInputError
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig, attach, make_proximal_callback
@@ -75,18 +76,40 @@ def make_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi-worker":
-        if os.environ.get("ASP_EXPERIMENTAL_MULTI_WORKER") != "1":
-            raise UserInputError(
-                "--strategy multi-worker is not supported yet: Keras 3's model.fit fails under "
-                "MultiWorkerMirroredStrategy on this stack (see docs/distributed.md). "
-                "Use --strategy mirrored on one host."
-            )
-        if not os.environ.get("TF_CONFIG"):
-            raise UserInputError(
-                "--strategy multi-worker needs TF_CONFIG describing the cluster; see docs/distributed.md."
-            )
+        _check_tf_config(os.environ.get("TF_CONFIG", ""))
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserInputError(f"Unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}.")
+
+
+def _check_tf_config(raw: str) -> None:
+    """Refuse a missing or malformed TF_CONFIG in one line (TensorFlow would hang or trace back)."""
+    import json
+
+    hint = "see docs/distributed.md for an example"
+    if not raw.strip():
+        raise UserInputError(f"--strategy multi-worker needs TF_CONFIG describing the cluster; {hint}.")
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise UserInputError(
+            f"TF_CONFIG is not valid JSON ({error.msg} at char {error.pos}); {hint}."
+        ) from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not any(
+        isinstance(cluster.get(k), list) for k in ("worker", "chief")
+    ):
+        raise UserInputError(f'TF_CONFIG has no "cluster": {{"worker": ["host:port", ...]}}; {hint}.')
+    kind = task.get("type") if isinstance(task, dict) else None
+    index = task.get("index") if isinstance(task, dict) else None
+    if kind not in ("worker", "chief") or not isinstance(index, int) or index < 0:
+        raise UserInputError(f'TF_CONFIG needs "task": {{"type": "worker", "index": N}}; {hint}.')
+    hosts = cluster.get(kind)
+    if not isinstance(hosts, list) or index >= len(hosts):
+        count = len(hosts) if isinstance(hosts, list) else 0
+        raise UserInputError(
+            f"TF_CONFIG task {kind} {index} is out of range: the cluster lists {count} {kind}(s)."
+        )
 
 
 def describe_devices(strategy) -> dict:
@@ -100,8 +123,11 @@ def describe_devices(strategy) -> dict:
             details.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
         except (RuntimeError, ValueError):
             details.append(gpu.name)
+    name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # TF's class is CollectiveAllReduceStrategy
     return {
-        "strategy": type(strategy).__name__,
+        "strategy": name,
         "num_replicas": int(strategy.num_replicas_in_sync),
         "gpus": details,
         "device": "GPU" if gpus else "CPU",
@@ -167,6 +193,34 @@ def latest_checkpoint(run: RunDir) -> tuple[int, Path] | None:
         except (IndexError, ValueError):
             continue
     return max(found) if found else None
+
+
+def resume_checkpoint(run: RunDir, strategy, epochs: int) -> tuple[int, Path] | None:
+    """The checkpoint a resumed run continues from: the newest one or, across several
+    workers, the newest one *every* worker has -- a kill can land between two workers'
+    checkpoint writes, and workers that start from different epochs would deadlock."""
+    found = latest_checkpoint(run)
+    if not needs_custom_loop(strategy):
+        return found
+    import tensorflow as tf
+
+    mine = found[0] if found else 0
+    # Minimum over workers with the SUM all-reduce the strategy has: count who holds each epoch.
+    holders = strategy.reduce(
+        tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.one_hot(mine, epochs + 1)), axis=None
+    )
+    common = int(tf.where(holders > 0)[0, 0])
+    if common == 0:
+        return None
+    path = checkpoint_path(run, common)
+    if not path.is_file():
+        raise TrainingError(
+            f"Another worker can only resume from epoch {common}, but {path} is gone "
+            f"(asp keeps the last {CHECKPOINTS_KEPT}); restart every worker with --force."
+        )
+    if common != mine:
+        log.warning("Resuming from epoch %d, the last one every worker has (this one has %d).", common, mine)
+    return common, path
 
 
 def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
@@ -236,23 +290,35 @@ def fit(
                 )
             )
         validation = dataset.val(train_config.batch_size) if dataset.n_val else None
+        loop = None
+        if needs_custom_loop(model.distribute_strategy):  # Keras' fit is broken there
+            loop = StrategyLoop(
+                model,
+                callbacks,
+                epochs=train_config.epochs,
+                steps=train_config.steps_per_epoch,
+                verbose=verbose,
+            )
         for epoch in range(initial_epoch, train_config.epochs):
             repeat = train_config.steps_per_epoch is not None
             batches = dataset.train(
                 train_config.batch_size, shuffle=True, seed=train_config.seed + epoch, repeat=repeat
             )
             started = time.perf_counter()
-            result = model.fit(
-                batches,
-                validation_data=validation,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                steps_per_epoch=train_config.steps_per_epoch,
-                callbacks=callbacks,
-                shuffle=False,  # the tf.data pipeline is already shuffled with a per-epoch seed
-                verbose=verbose,
-            )
-            metrics = {key: float(values[-1]) for key, values in result.history.items()}
+            if loop is not None:
+                metrics = loop.run_epoch(epoch, batches, validation, steps=train_config.steps_per_epoch)
+            else:
+                result = model.fit(
+                    batches,
+                    validation_data=validation,
+                    initial_epoch=epoch,
+                    epochs=epoch + 1,
+                    steps_per_epoch=train_config.steps_per_epoch,
+                    callbacks=callbacks,
+                    shuffle=False,  # the tf.data pipeline is already shuffled with a per-epoch seed
+                    verbose=verbose,
+                )
+                metrics = {key: float(values[-1]) for key, values in result.history.items()}
             metrics["epoch"] = epoch + 1
             metrics["seconds"] = round(time.perf_counter() - started, 3)
             if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
@@ -277,6 +343,8 @@ def fit(
                 f" val_acc {metrics['val_accuracy']:.4f}" if "val_accuracy" in metrics else "",
                 metrics["seconds"],
             )
+        if loop is not None:
+            loop.finish()
     return history
 
 

@@ -56,19 +56,6 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert report["dense"]["accuracy"] > 0.1  # better than chance after 8 steps
 
 
-def test_multi_worker_is_refused_with_a_clear_message(tmp_path):
-    from click.testing import CliRunner
-
-    from asp_export.cli import cli
-
-    result = CliRunner().invoke(
-        cli, ["prune", *FAST, "--strategy", "multi-worker", "--out", str(tmp_path / "r")]
-    )
-    assert result.exit_code == 2, result.output
-    assert "multi-worker is not supported yet" in result.output
-    assert not (tmp_path / "r").exists()
-
-
 def _free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     try:
@@ -80,43 +67,74 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-@pytest.mark.skipif(os.environ.get("ASP_SLOW_TESTS") != "1", reason="40 s; set ASP_SLOW_TESTS=1")
-@pytest.mark.xfail(
-    strict=True,
-    reason="Keras 3.15 model.fit under MultiWorkerMirroredStrategy: 'Attempt to convert ... PerReplica'; "
-    "when this passes, drop the ASP_EXPERIMENTAL_MULTI_WORKER gate in asp_export/train.make_strategy",
-)
-def test_two_local_workers_finish_and_agree(tmp_path):
-    ports = _free_ports(2)
+def _run_workers(worker_args: list[list[str]], timeout: float = 180) -> list[str]:
+    """Run `asp ARGS` once per worker of a localhost cluster; return their stderr."""
+    ports = _free_ports(len(worker_args))
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     asp = str(Path(sys.executable).with_name("asp"))
     workers = []
-    for index in range(2):
-        env = {
-            **ENV,
-            "ASP_EXPERIMENTAL_MULTI_WORKER": "1",
-            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-        }
-        args = [asp, "prune", *FAST, "--strategy", "multi-worker", "--out", str(tmp_path / f"w{index}")]
+    for index, args in enumerate(worker_args):
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
         workers.append(
-            subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [asp, *args],
+                env={**ENV, "TF_CONFIG": json.dumps(task)},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + timeout
     try:
         errors = [w.communicate(timeout=max(1.0, deadline - time.monotonic()))[1] for w in workers]
     finally:
         for w in workers:
             w.kill()
             w.wait(timeout=30)
-    assert [w.returncode for w in workers] == [0, 0], errors
+    assert [w.returncode for w in workers] == [0] * len(workers), errors
+    return errors
+
+
+def _dense_weights(run: Path) -> list[np.ndarray]:
     import keras
 
-    first, second = (
-        keras.saving.load_model(tmp_path / f"w{i}" / "dense.keras", safe_mode=True).get_weights()
-        for i in range(2)
-    )
-    for a, b in zip(first, second, strict=True):
+    return keras.saving.load_model(run / "dense.keras", safe_mode=True).get_weights()
+
+
+@pytest.mark.skipif(os.environ.get("ASP_SLOW_TESTS") != "1", reason="60 s; set ASP_SLOW_TESTS=1")
+def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_path):
+    """Two worker processes on localhost (TF_CONFIG) train one model: each global batch
+    is split between them and the gradients are all-reduced, so both end with the
+    same weights and the same per-epoch losses, and say so in config.json.
+
+    Then a kill that landed between the two workers' checkpoint writes (worker 0 saved
+    epoch 2, worker 1 only epoch 1): `--resume` on both continues from epoch 1 on both
+    and they end in lockstep again, with worker 0 saying why it went back."""
+    runs = [tmp_path / f"w{i}" for i in range(2)]
+    _run_workers([["prune", *FAST, "--strategy", "multi-worker", "--out", str(run)] for run in runs])
+    for run in runs:
+        devices = json.loads((run / "config.json").read_text())["devices"]
+        assert devices["strategy"] == "MultiWorkerMirroredStrategy"
+        assert devices["num_replicas"] == 2
+    histories = [json.loads((run / "state.json").read_text())["history"] for run in runs]
+    assert len(histories[0]) == 2
+    assert [h["loss"] for h in histories[0]] == [h["loss"] for h in histories[1]]
+    trained = [_dense_weights(run) for run in runs]
+    for a, b in zip(*trained, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+    for run in runs:  # as if killed during the last checkpoint write, before the report
+        (run / "report.json").unlink()
+        state = json.loads((run / "state.json").read_text())
+        (run / "state.json").write_text(json.dumps({**state, "complete": False}))
+    (runs[1] / "checkpoints" / "epoch-002.keras").unlink()
+
+    errors = _run_workers([["prune", "--resume", str(run)] for run in runs])
+    assert "Resuming from epoch 1, the last one every worker has (this one has 2)" in errors[0]
+    resumed = [_dense_weights(run) for run in runs]
+    for a, b, before in zip(*resumed, trained[0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a, before, rtol=0, atol=1e-5)  # epoch 2 redone = epoch 2
 
 
 # --- memory -------------------------------------------------------------------

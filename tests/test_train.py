@@ -24,6 +24,7 @@ _ONE_STEP = textwrap.dedent(
     )
     import keras
     from asp_export import sparsity
+    from asp_export.custom_loop import StrategyLoop
     from asp_export.train import compile_model
 
     solver = sys.argv[1]
@@ -43,17 +44,26 @@ _ONE_STEP = textwrap.dedent(
         return model
 
     config = sparsity.SparsityConfig(method="gasl", solver=solver, lambda_group=1.0, lambda_var=1e-3)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     results = {}
-    for name, strategy in (("single", tf.distribute.get_strategy()),
-                           ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+    # "loop": asp's strategy.run loop (the one multi-worker training uses) instead of model.fit.
+    single = tf.distribute.get_strategy()
+    for name, strategy in (("single", single), ("mirrored", mirrored), ("loop", mirrored)):
         with strategy.scope():
             model = build()
         with sparsity.attach(model, config) as kernels:
             callbacks = [sparsity.make_proximal_callback(kernels, config)] if solver == "proximal" else []
-            history = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+            if name == "loop":
+                loop = StrategyLoop(model, callbacks, epochs=1)
+                loss = loop.run_epoch(0, tf.data.Dataset.from_tensor_slices((x, y)).batch(8))["loss"]
+            else:
+                history = model.fit(
+                    x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=callbacks
+                )
+                loss = history.history["loss"][0]
         results[name] = {
             "replicas": strategy.num_replicas_in_sync,
-            "loss": history.history["loss"][0],
+            "loss": loss,
             "weights": [w.tolist() for w in model.get_weights()],
         }
     print(json.dumps(results))
@@ -70,10 +80,11 @@ def test_one_gasl_step_on_two_replicas_equals_one_step_on_one_device(solver):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(result.stdout.strip().splitlines()[-1])
-    assert runs["mirrored"]["replicas"] == 2
-    assert runs["mirrored"]["loss"] == pytest.approx(runs["single"]["loss"], rel=1e-5)
-    for single, mirrored in zip(runs["single"]["weights"], runs["mirrored"]["weights"], strict=True):
-        np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
+    for name in ("mirrored", "loop"):
+        assert runs[name]["replicas"] == 2
+        assert runs[name]["loss"] == pytest.approx(runs["single"]["loss"], rel=1e-5), name
+        for single, replicated in zip(runs["single"]["weights"], runs[name]["weights"], strict=True):
+            np.testing.assert_allclose(replicated, single, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 _ONE_EPOCH_LENET = [
@@ -113,17 +124,25 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
 
 
+_CLUSTER = '"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}'
+
+
 @pytest.mark.parametrize(
-    ("experimental", "message"),
-    [("", "not supported yet"), ("1", "TF_CONFIG")],
+    ("tf_config", "message"),
+    [
+        ("", "needs TF_CONFIG describing the cluster"),
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', 'TF_CONFIG has no "cluster"'),
+        ("{" + _CLUSTER + "}", 'TF_CONFIG needs "task"'),
+        ("{" + _CLUSTER + ', "task": {"type": "worker", "index": 2}}', "task worker 2 is out of range"),
+    ],
 )
-def test_multi_worker_is_refused_with_a_reason(tmp_path, monkeypatch, experimental, message):
-    """Keras 3.15's fit fails under MultiWorkerMirroredStrategy (docs/distributed.md); with the
-    experimental opt-in, a missing cluster description is the next thing asp names."""
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    monkeypatch.setenv("ASP_EXPERIMENTAL_MULTI_WORKER", experimental)
+def test_multi_worker_with_a_bad_cluster_description_is_refused(tmp_path, monkeypatch, tf_config, message):
+    """TensorFlow would wait forever for a worker that does not exist or trace back on bad JSON."""
+    monkeypatch.setenv("TF_CONFIG", tf_config)
     args = [*_ONE_EPOCH_LENET, "--strategy", "multi-worker", "--out", str(tmp_path / "mw")]
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
     assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "mw").exists()
