@@ -405,8 +405,17 @@ def render_markdown(comparison: dict) -> str:
     return "\n".join(lines)
 
 
+# x axes of the comparison plot: the sweep's own target measure, then FLOPs (the cost that matters)
+_AXES = {
+    "flops": ("flops_reduction", "FLOPs removed (%)"),
+    "sparsity": ("params_reduction", "params removed (%)"),
+    "elementwise": ("achieved", "element-wise sparsity reached (%)"),
+}
+
+
 def plot(comparison: dict, path: Path) -> None:
-    """Accuracy drop (pt) against FLOPs removed, one line per method (matplotlib Agg)."""
+    """Accuracy drop (pt) against the target measure reached and, unless that already is
+    FLOPs, against FLOPs removed: one line per method (matplotlib Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -414,21 +423,26 @@ def plot(comparison: dict, path: Path) -> None:
 
     from asp_export._io import atomic_path
 
-    figure, axis = plt.subplots(figsize=(6, 4))
-    methods = sorted({row["method"] for row in comparison["rows"] if row["status"] == "ok"})
-    for method in methods:
-        points = sorted(
-            (100 * row["flops_reduction"], row["accuracy_drop_pt"])
-            for row in comparison["rows"]
-            if row["status"] == "ok" and row["method"] == method
-        )
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
-    axis.axhline(0.0, color="grey", linewidth=0.8)
-    axis.set_xlabel("FLOPs removed (%)")
-    axis.set_ylabel("accuracy drop vs dense (points)")
-    axis.set_title(f"{comparison['model']} on {comparison['data']}")
-    if methods:
-        axis.legend()
+    axes_spec = [_AXES[comparison["kind"]]]
+    if comparison["kind"] != "flops":
+        axes_spec.append(_AXES["flops"])
+    figure, axes = plt.subplots(1, len(axes_spec), figsize=(6 * len(axes_spec), 4), squeeze=False)
+    rows = [row for row in comparison["rows"] if row["status"] == "ok"]
+    methods = sorted({row["method"] for row in rows})
+    for axis, (measure, label) in zip(axes[0], axes_spec, strict=True):
+        for method in methods:
+            points = sorted(
+                (100 * row[measure], row["accuracy_drop_pt"])
+                for row in rows
+                if row["method"] == method and row.get(measure) is not None
+            )
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+        axis.axhline(0.0, color="grey", linewidth=0.8)
+        axis.set_xlabel(label)
+        axis.set_ylabel("accuracy drop vs dense (points)")
+        if methods:
+            axis.legend()
+    figure.suptitle(f"{comparison['model']} on {comparison['data']}")
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
