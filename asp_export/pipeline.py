@@ -138,6 +138,7 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
             epochs_done, path = checkpoint
             log.info("Continuing from %s (epoch %d of %d)", path.name, epochs_done, options.train.epochs)
             model = _load_checkpoint(path)
+            train.restore_random_state(model, run, epochs_done)
         else:
             epochs_done = 0
             model = _build_model(options, model_source, dataset)

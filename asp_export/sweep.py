@@ -231,6 +231,9 @@ def _seed_from(sibling: Path, root: Path, prune_options) -> None:
         shutil.rmtree(root)
     target.checkpoints.mkdir(parents=True)
     shutil.copy2(checkpoint[1], target.checkpoints / checkpoint[1].name)
+    random_state = checkpoint[1].with_suffix(".random.json")  # dropout generators (train.py)
+    if random_state.is_file():
+        shutil.copy2(random_state, target.checkpoints / random_state.name)
     shutil.copy2(source.state_json, target.state_json)
     config = read_json(source.config_json)
     config["options"] = prune_options.to_dict()

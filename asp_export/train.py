@@ -16,9 +16,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from asp_export._io import atomic_path, write_json_atomic
 from asp_export.custom_loop import StrategyLoop, needs_custom_loop
-from asp_export.errors import TrainingError, UserInputError
+from asp_export.errors import RunDirError, TrainingError, UserInputError
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig, attach, make_proximal_callback
 
@@ -223,8 +225,26 @@ def resume_checkpoint(run: RunDir, strategy, epochs: int) -> tuple[int, Path] | 
     return common, path
 
 
+def _random_state_path(run: RunDir, epoch: int) -> Path:
+    return run.checkpoints / f"epoch-{epoch:03d}.random.json"
+
+
+def _random_states(model) -> list:
+    """The dropout layers' random-generator state variables, in model order.
+
+    A `.keras` file stores them but `load_model` does not restore them (Keras 3.15:
+    a loaded Dropout starts from a fresh seed), so checkpoints keep them beside the model.
+    """
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
     run.checkpoints.mkdir(parents=True, exist_ok=True)
+    # The random state first: the checkpoint's appearance is what marks the epoch complete.
+    states = [[int(x) for x in v.numpy().ravel()] for v in _random_states(model)]
+    write_json_atomic(
+        _random_state_path(run, epoch), {"schema_version": SCHEMA_VERSION, "seed_generator_states": states}
+    )
     with atomic_path(checkpoint_path(run, epoch)) as tmp:
         model.save(tmp)  # a compiled model's .keras holds the optimizer state
     for old_epoch in range(epoch - CHECKPOINTS_KEPT, 0, -1):
@@ -232,6 +252,27 @@ def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
         if not stale.exists():
             break
         stale.unlink()
+        _random_state_path(run, old_epoch).unlink(missing_ok=True)
+
+
+def restore_random_state(model, run: RunDir, epoch: int) -> None:
+    """Put the dropout generators back where the checkpoint of `epoch` left them, so a
+    resumed run draws the same dropout masks as an uninterrupted one."""
+    variables = _random_states(model)
+    path = _random_state_path(run, epoch)
+    if not variables:
+        return
+    if not path.is_file():  # a run directory from before asp kept them
+        log.warning("%s is missing: dropout masks will differ from an uninterrupted run.", path)
+        return
+    states = read_json(path).get("seed_generator_states", [])
+    if len(states) != len(variables):
+        raise RunDirError(
+            f"{path} holds {len(states)} random states but the checkpoint has {len(variables)} dropout "
+            "generators; delete the checkpoint to resume from the one before."
+        )
+    for variable, state in zip(variables, states, strict=True):
+        variable.assign(np.asarray(state, dtype=variable.dtype).reshape(variable.shape))
 
 
 def write_state(run: RunDir, **fields) -> None:

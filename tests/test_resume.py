@@ -130,6 +130,40 @@ def test_kill_after_training_recomputes_the_post_training_stages(uninterrupted, 
     assert _temporaries(run) == []
 
 
+def test_resume_draws_the_same_dropout_masks_as_an_uninterrupted_run(tmp_path):
+    """gasl-mnist has dropout. Keras does not restore a Dropout's random state from a
+    `.keras` file, so the checkpoint keeps it beside the model; resuming after epoch 1
+    must then train epoch 2 exactly as the uninterrupted run did (same weights, bit for bit)."""
+    args = ["--model", "gasl-mnist", "--data", "digits", "--input-shape", "16,16,1"]
+    args += ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "16"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    result = _asp("prune", *args, "--out", str(whole))
+    assert result.returncode == 0, result.stderr
+    assert (whole / "checkpoints" / "epoch-001.random.json").is_file()
+
+    shutil.copytree(whole, resumed)  # then undo epoch 2, as a kill right after epoch 1 would
+    for name in ("epoch-002.keras", "epoch-002.random.json"):
+        (resumed / "checkpoints" / name).unlink()
+    for name in ("report.json", "report.md", "dense.keras", "pruned.keras"):
+        (resumed / name).unlink()
+    state = json.loads((resumed / "state.json").read_text())
+    (resumed / "state.json").write_text(
+        json.dumps({**state, "complete": False, "history": state["history"][:1]})
+    )
+
+    result = _asp("prune", "--resume", str(resumed))
+    assert result.returncode == 0, result.stderr
+    assert "Continuing from epoch-001.keras" in result.stderr
+
+    import keras
+
+    expected, got = (
+        keras.saving.load_model(run / "dense.keras", safe_mode=True).get_weights() for run in (whole, resumed)
+    )
+    for a, b in zip(expected, got, strict=True):
+        assert (a == b).all()
+
+
 def test_resuming_a_complete_run_does_not_retrain(reference_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)
