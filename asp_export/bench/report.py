@@ -33,19 +33,13 @@ CSV_COLUMNS = (
     "error",
     "path",
 )
-_TABLE_COLUMNS = (
-    "runtime",
-    "provider",
-    "model",
-    "format",
-    "precision",
-    "batch",
-    "status",
-    "p50_ms",
-    "p90_ms",
-    "p99_ms",
-    "throughput",
-    "n_iter",
+# What a row measured, then its figures: the terminal table shows the essentials, the Markdown more.
+_ROW_KEYS = ("runtime", "provider", "model", "format", "precision", "batch", "status")
+_TABLE_COLUMNS = (*_ROW_KEYS, "p50_ms", "p90_ms", "p99_ms", "throughput", "n_iter")
+_MARKDOWN_COLUMNS = (
+    *_ROW_KEYS,
+    *("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput", "n_iter"),
+    *("first_inference_ms", "load_ms"),
 )
 
 
@@ -183,25 +177,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         out += [""] + [f"- {pair_sentence(p)}" for p in data["pairs"]]
     else:
         out.append("No dense/pruned pairs in this benchmark.")
-    cols = (
-        "runtime",
-        "provider",
-        "model",
-        "format",
-        "precision",
-        "batch",
-        "status",
-        "p50_ms",
-        "p90_ms",
-        "p99_ms",
-        "mean_ms",
-        "std_ms",
-        "min_ms",
-        "throughput",
-        "n_iter",
-        "first_inference_ms",
-        "load_ms",
-    )
+    cols = _MARKDOWN_COLUMNS
     out += ["", "## Rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in data["rows"]:
         out.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
