@@ -11,17 +11,19 @@ Layout under ``--out``::
     sweep.json                    the grid and the pass-through prune options (checked on re-run)
     dense/                        the reference run (method none, no target)
     gasl-sparsity0.8/ ...         one `asp prune` run directory per (method, target)
+    gasl-sparsity0.8-layer/ ...   ... per (method, target, scope) with ``scopes``
     comparison.json/.md/.csv/.png
 
 Resume: a run whose report.json exists is skipped (never retrained); a run with a
 config.json but no report is continued with `asp prune --resume` semantics; a
 directory with neither is started afresh.
 
-Shared training: a method's training does not depend on the target (the target only
-decides the cut afterwards) and is deterministic on CPU for a fixed seed, so a cell
-whose options differ from a complete sibling's only in the target starts from that
-sibling's final checkpoint (config.json records ``training_shared_with``) and runs
-only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once.
+Shared training: a method's training does not depend on the target or its scope (they
+only decide the cut afterwards) and is deterministic on CPU for a fixed seed, so a cell
+whose options differ from a complete run's in the sweep directory only in those starts
+from that run's final checkpoint (config.json records ``training_shared_with``) and runs
+only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once, and
+so does a later sweep into the same directory that adds targets or scopes.
 
 With ``bench``, each run's ONNX export (fp32) and onnxruntime-CPU benchmark at
 batch 32 are made once and reused.
@@ -63,6 +65,9 @@ class SweepOptions:
             elementwise, and fails its cells with a one-line reason for flops.
         bench: export ONNX and time dense vs pruned on onnxruntime CPU, batch 32.
         prune: flat `asp prune` options passed to every run (epochs, seed, round_to, ...).
+        scopes: compare these `--target-scope`s too: one cell per (method, target, scope),
+            named ``METHOD-KINDTARGET-SCOPE``; empty: each method's default scope, one cell
+            per (method, target). magnitude cuts no channels, so it gets no scope.
     """
 
     model: str
@@ -73,6 +78,7 @@ class SweepOptions:
     kind: str = "sparsity"
     bench: bool = False
     prune: dict[str, Any] = field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from asp_export.sparsity import METHODS
@@ -93,16 +99,32 @@ class SweepOptions:
         for key in ("model", "data", "out", "method", "resume_dir", "force", *TARGET_OPTION.values()):
             if key in self.prune:
                 raise UserInputError(f"Sweep sets {key} itself; do not pass it as a prune option.")
+        from asp_export.targets import SCOPES
+
+        for scope in self.scopes:
+            if scope not in SCOPES:
+                raise UserInputError(
+                    f"Unknown target scope {scope!r} in --scopes; valid: {', '.join(SCOPES)}."
+                )
+        if self.scopes and "target_scope" in self.prune:
+            raise UserInputError("Give either --target-scope (one scope) or --scopes (several), not both.")
 
 
-def run_name(method: str, kind: str, target: float | None) -> str:
-    """The run directory name of one grid cell, e.g. ``gasl-sparsity0.8``; ``dense`` for the reference."""
-    return "dense" if target is None else f"{method}-{kind}{target:g}"
+def run_name(method: str, kind: str, target: float | None, scope: str | None = None) -> str:
+    """The run directory name of one grid cell, e.g. ``gasl-sparsity0.8`` or
+    ``gasl-sparsity0.8-layer``; ``dense`` for the reference."""
+    if target is None:
+        return "dense"
+    return f"{method}-{kind}{target:g}" + (f"-{scope}" if scope else "")
 
 
-def grid(options: SweepOptions) -> list[tuple[str, float | None]]:
-    """(method, target) per run, the dense reference first."""
-    return [("none", None)] + [(m, t) for m in options.methods for t in options.targets]
+def grid(options: SweepOptions) -> list[tuple[str, float | None, str | None]]:
+    """(method, target, scope) per run, the dense reference first; scope None = the method's default."""
+    cells: list[tuple[str, float | None, str | None]] = [("none", None, None)]
+    for method in options.methods:
+        scopes = options.scopes if options.scopes and method != "magnitude" else (None,)
+        cells += [(method, target, scope) for target in options.targets for scope in scopes]
+    return cells
 
 
 def run_sweep(options: SweepOptions) -> dict[str, Any]:
@@ -118,10 +140,10 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, options)
     statuses: dict[str, dict[str, Any]] = {}
-    for method, target in grid(options):
-        name = run_name(method, options.kind, target)
+    for method, target, scope in grid(options):
+        name = run_name(method, options.kind, target, scope)
         try:
-            statuses[name] = _run_cell(out / name, options, method, target)
+            statuses[name] = _run_cell(out / name, options, method, target, scope)
         except AspError as err:
             if target is None:
                 raise
@@ -152,7 +174,9 @@ def _check_spec(out: Path, options: SweepOptions) -> None:
     write_json_atomic(spec_path, {"schema_version": SCHEMA_VERSION, **asdict(options)})
 
 
-def _run_cell(root: Path, options: SweepOptions, method: str, target: float | None) -> dict[str, Any]:
+def _run_cell(
+    root: Path, options: SweepOptions, method: str, target: float | None, scope: str | None = None
+) -> dict[str, Any]:
     from asp_export.pipeline import options_from_cli, run_prune
 
     run = RunDir(root)
@@ -164,15 +188,17 @@ def _run_cell(root: Path, options: SweepOptions, method: str, target: float | No
         # magnitude's sparsity target is TF-MOT's element-wise final_sparsity; a FLOPs target fails (no cut)
         elementwise_magnitude = method == "magnitude" and options.kind == "elementwise"
         flat["target_sparsity" if elementwise_magnitude else TARGET_OPTION[options.kind]] = target
+    if scope is not None:
+        flat["target_scope"] = scope
     if run.config_json.exists():
         log.info("%s: resuming", root.name)
         run_prune(options_from_cli(flat, str(root)), resume=True)
         return {"status": "done", "resumed": True}
     prune_options = options_from_cli(flat)
-    sibling = _trained_sibling(root, options, method, prune_options)
+    sibling = _trained_sibling(root, method, prune_options)
     if sibling is not None:
         log.info(
-            "%s: training shared with %s (same options and seed); cutting to the target",
+            "%s: training shared with %s (same training options and seed); cutting to the target",
             root.name,
             sibling.name,
         )
@@ -188,29 +214,32 @@ def _run_cell(root: Path, options: SweepOptions, method: str, target: float | No
     return {"status": "done"}
 
 
-_TARGET_FIELDS = ("out", "target_flops", "target_sparsity", "target_elementwise")
+# Options that only decide the cut after training (and where the run lives).
+_CUT_FIELDS = ("out", "target_flops", "target_sparsity", "target_elementwise", "target_scope")
 
 
-def _trained_sibling(root: Path, options: SweepOptions, method: str, prune_options) -> Path | None:
-    """A complete run of the same method whose options differ only in the target.
+def _trained_sibling(root: Path, method: str, prune_options) -> Path | None:
+    """A complete run in the sweep directory whose options differ only in the cut.
 
-    Training does not depend on the target (it only decides the cut after training),
-    and with the same seed on CPU it is deterministic, so such a run's final-epoch
-    checkpoint is exactly what this cell would train. magnitude prunes while
-    training, so it never shares.
+    Training does not depend on the target or its scope (they only decide the cut
+    after training), and with the same seed on CPU it is deterministic, so such a
+    run's final-epoch checkpoint is exactly what this cell would train. Any complete
+    run directory beside `root` counts, so a later sweep that adds targets or scopes
+    reuses the training. magnitude prunes while training, so it never shares.
     """
     from asp_export.rundir import read_json
 
     if method == "magnitude":
         return None
-    wanted = {k: v for k, v in prune_options.to_dict().items() if k not in _TARGET_FIELDS}
-    for other_method, other_target in grid(options):
-        other = root.parent / run_name(other_method, options.kind, other_target)
-        if other_method != method or other == root or not RunDir(other).report_json.exists():
+    wanted = json.loads(
+        json.dumps({k: v for k, v in prune_options.to_dict().items() if k not in _CUT_FIELDS})
+    )
+    for other in sorted(root.parent.iterdir()):
+        if other == root or not RunDir(other).report_json.exists():
             continue
         config = read_json(RunDir(other).config_json)
-        theirs = {k: v for k, v in config.get("options", {}).items() if k not in _TARGET_FIELDS}
-        if theirs == json.loads(json.dumps(wanted)):
+        theirs = {k: v for k, v in config.get("options", {}).items() if k not in _CUT_FIELDS}
+        if theirs == wanted:
             return other
     return None
 
@@ -287,10 +316,16 @@ def compare(out: Path, options: SweepOptions, statuses: dict[str, dict] | None =
     ref_accuracy = _final_accuracy(reference)
     ref_flops, ref_params = reference["dense"]["flops"], reference["dense"]["params"]
     rows = []
-    for method, target in grid(options)[1:]:
-        name = run_name(method, options.kind, target)
+    for method, target, scope in grid(options)[1:]:
+        name = run_name(method, options.kind, target, scope)
         root = out / name
-        row: dict[str, Any] = {"run": name, "method": method, "target": target, "kind": options.kind}
+        row: dict[str, Any] = {
+            "run": name,
+            "method": method,
+            "scope": scope,
+            "target": target,
+            "kind": options.kind,
+        }
         report_path = RunDir(root).report_json
         if not report_path.exists():
             row.update(
@@ -341,6 +376,7 @@ def compare(out: Path, options: SweepOptions, statuses: dict[str, dict] | None =
 CSV_COLUMNS = (
     "run",
     "method",
+    "scope",
     "kind",
     "target",
     "achieved",
@@ -365,6 +401,11 @@ _KIND_TEXT = {
     "elementwise": "Targets are element-wise sparsities "
     "(mean over pruned layers of the share of |w| <= 1e-3)",
 }
+
+
+def _label(row: dict) -> str:
+    """A row's method, with its target scope when the sweep compares scopes."""
+    return f"{row['method']} ({row['scope']})" if row.get("scope") else row["method"]
 
 
 def render_csv(comparison: dict) -> str:
@@ -393,14 +434,14 @@ def render_markdown(comparison: dict) -> str:
     for row in comparison["rows"]:
         if row["status"] != "ok":
             lines.append(
-                f"| {row['method']} | {row['target']:g} | {row['status']} | | | | | "
+                f"| {_label(row)} | {row['target']:g} | {row['status']} | | | | | "
                 f"{row.get('error') or ''} | |"
             )
             continue
         speedup = "" if row["speedup_ort_cpu_b32"] is None else f"{row['speedup_ort_cpu_b32']:.2f}x"
         achieved = "" if row["achieved"] is None else f"{row['achieved']:.3f}"
         lines.append(
-            f"| {row['method']} | {row['target']:g} | {achieved} | {100 * row['accuracy']:.2f} % | "
+            f"| {_label(row)} | {row['target']:g} | {achieved} | {100 * row['accuracy']:.2f} % | "
             f"{row['accuracy_drop_pt']:+.2f} | {row['params']:,} | {100 * row['flops_reduction']:.1f} % | "
             f"{row['structure']} | {speedup} |"
         )
@@ -431,13 +472,13 @@ def plot(comparison: dict, path: Path) -> None:
         axes_spec.append(_AXES["flops"])
     figure, axes = plt.subplots(1, len(axes_spec), figsize=(6 * len(axes_spec), 4), squeeze=False)
     rows = [row for row in comparison["rows"] if row["status"] == "ok"]
-    methods = sorted({row["method"] for row in rows})
+    methods = sorted({_label(row) for row in rows})
     for axis, (measure, label) in zip(axes[0], axes_spec, strict=True):
         for method in methods:
             points = sorted(
                 (100 * row[measure], row["accuracy_drop_pt"])
                 for row in rows
-                if row["method"] == method and row.get(measure) is not None
+                if _label(row) == method and row.get(measure) is not None
             )
             axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
         axis.axhline(0.0, color="grey", linewidth=0.8)

@@ -59,11 +59,18 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
     help="sparsity: share of the dense params removed; flops: of the FLOPs; "
     "elementwise: the paper's element-wise sparsity (magnitude: its element-wise sparsity).",
 )
+@click.option(
+    "--scopes",
+    default="",
+    callback=_names,
+    help="Also compare target scopes (global,layer,uniform): one run per (method, target, scope); "
+    "each method still trains once.",
+)
 @click.option("--out", default="runs/sweep", show_default=True, type=click.Path(), help="Sweep directory.")
 @click.option(
     "--bench", is_flag=True, help="Also export ONNX and time dense vs pruned on onnxruntime CPU, batch 32."
 )
-def command(model, data, methods, targets, kind, out, bench, **prune_options):
+def command(model, data, methods, targets, kind, scopes, out, bench, **prune_options):
     """Prune one model with several methods at several targets, then compare them.
 
     \b
@@ -84,6 +91,7 @@ def command(model, data, methods, targets, kind, out, bench, **prune_options):
         kind=kind,
         bench=bench,
         prune={k: v for k, v in prune_options.items() if v not in (None, ())},
+        scopes=scopes,
     )
     comparison = run_sweep(options)
     from asp_export.sweep import render_markdown

@@ -37,6 +37,7 @@ CELLS = ["dense", "ssl-sparsity0.5", "ssl-sparsity0.8", "l1-filter-sparsity0.5",
 def test_run_names_are_stable():
     assert run_name("gasl", "flops", 0.8) == "gasl-flops0.8"
     assert run_name("none", "sparsity", None) == "dense"
+    assert run_name("ssl", "elementwise", 0.9, "layer") == "ssl-elementwise0.9-layer"
 
 
 @pytest.mark.parametrize(
@@ -46,6 +47,8 @@ def test_run_names_are_stable():
         ({"targets": (1.5,)}, "fractions to remove"),
         ({"prune": {"method": "gasl"}}, "Sweep sets method"),
         ({"kind": "latency"}, "Unknown target kind"),
+        ({"scopes": ("everywhere",)}, "Unknown target scope"),
+        ({"scopes": ("layer",), "prune": {"target_scope": "global"}}, "not both"),
     ],
 )
 def test_bad_sweep_options_are_refused(kwargs, message):
@@ -93,6 +96,22 @@ def test_sweep_runs_the_grid_compares_and_resumes_without_retraining(tmp_path):
     assert (
         json.loads((out / "ssl-sparsity0.8" / "state.json").read_text())["history"] == history
     )  # not retrained
+
+    # Adding scopes to the same directory: new cells, each cut from ssl's one training.
+    scoped = [*SWEEP[:8], "ssl", "--targets", "0.8", *SWEEP[11:], "--scopes", "layer,uniform"]
+    third = CliRunner().invoke(cli, [*scoped, "--out", str(out)])
+    assert third.exit_code == 0, third.output
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [(row["run"], row["scope"]) for row in rows] == [
+        ("ssl-sparsity0.8-layer", "layer"),
+        ("ssl-sparsity0.8-uniform", "uniform"),
+    ]
+    for row in rows:
+        config = json.loads((out / row["run"] / "config.json").read_text())
+        assert config["training_shared_with"] in ("ssl-sparsity0.5", "ssl-sparsity0.8")
+        assert config["options"]["target_scope"] == row["scope"]
+        assert row["status"] == "ok" and row["reached"]
+    assert "| ssl (layer) | 0.8 |" in third.output
 
 
 def test_a_sweep_directory_refuses_a_different_model(tmp_path):
