@@ -95,23 +95,25 @@ def _run_workers(worker_args: list[list[str]], timeout: float = 180) -> list[str
     return errors
 
 
-def _dense_weights(run: Path) -> list[np.ndarray]:
+def _weights(run: Path, name: str = "dense") -> list[np.ndarray]:
     import keras
 
-    return keras.saving.load_model(run / "dense.keras", safe_mode=True).get_weights()
+    return keras.saving.load_model(run / f"{name}.keras", safe_mode=True).get_weights()
 
 
 @pytest.mark.skipif(os.environ.get("ASP_SLOW_TESTS") != "1", reason="60 s; set ASP_SLOW_TESTS=1")
 def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_path):
     """Two worker processes on localhost (TF_CONFIG) train one model: each global batch
     is split between them and the gradients are all-reduced, so both end with the
-    same weights and the same per-epoch losses, and say so in config.json.
+    same weights (trained and fine-tuned) and the same per-epoch losses, and say so in
+    config.json.
 
     Then a kill that landed between the two workers' checkpoint writes (worker 0 saved
     epoch 2, worker 1 only epoch 1): `--resume` on both continues from epoch 1 on both
     and they end in lockstep again, with worker 0 saying why it went back."""
     runs = [tmp_path / f"w{i}" for i in range(2)]
-    _run_workers([["prune", *FAST, "--strategy", "multi-worker", "--out", str(run)] for run in runs])
+    args = ["prune", *FAST, "--finetune-epochs", "1", "--strategy", "multi-worker"]
+    _run_workers([[*args, "--out", str(run)] for run in runs])
     for run in runs:
         devices = json.loads((run / "config.json").read_text())["devices"]
         assert devices["strategy"] == "MultiWorkerMirroredStrategy"
@@ -119,8 +121,10 @@ def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_p
     histories = [json.loads((run / "state.json").read_text())["history"] for run in runs]
     assert len(histories[0]) == 2
     assert [h["loss"] for h in histories[0]] == [h["loss"] for h in histories[1]]
-    trained = [_dense_weights(run) for run in runs]
+    trained = [_weights(run) for run in runs]
     for a, b in zip(*trained, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    for a, b in zip(*(_weights(run, "pruned") for run in runs), strict=True):  # fine-tuned together too
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
 
     for run in runs:  # as if killed during the last checkpoint write, before the report
@@ -131,7 +135,7 @@ def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_p
 
     errors = _run_workers([["prune", "--resume", str(run)] for run in runs])
     assert "Resuming from epoch 1, the last one every worker has (this one has 2)" in errors[0]
-    resumed = [_dense_weights(run) for run in runs]
+    resumed = [_weights(run) for run in runs]
     for a, b, before in zip(*resumed, trained[0], strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
         np.testing.assert_allclose(a, before, rtol=0, atol=1e-5)  # epoch 2 redone = epoch 2
