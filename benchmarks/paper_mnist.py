@@ -88,9 +88,10 @@ def seeds_markdown(comparisons: list[dict]) -> str:
         drops = np.array([row["accuracy_drop_pt"] for row in rows])
         speedups = [row["speedup_ort_cpu_b32"] for row in rows if row.get("speedup_ort_cpu_b32")]
         speedup = f"{np.mean(speedups):.2f}x" if speedups else ""
+        spread = f" ± {drops.std(ddof=1):.2f}" if len(drops) > 1 else ""
         lines.append(
             f"| {method} | {target:g} | {' / '.join(row['structure'] for row in rows)} | "
-            f"{drops.mean():+.2f} ± {drops.std(ddof=1) if len(drops) > 1 else 0:.2f} (n={len(drops)}) | "
+            f"{drops.mean():+.2f}{spread} (n={len(drops)}) | "
             f"{100 * np.mean([row['flops_reduction'] for row in rows]):.1f} % | "
             f"{np.mean([row['params'] for row in rows]):,.0f} | {speedup} |"
         )
