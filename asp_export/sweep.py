@@ -22,8 +22,9 @@ Shared training: a method's training does not depend on the target or its scope 
 only decide the cut afterwards) and is deterministic on CPU for a fixed seed, so a cell
 whose options differ from a complete run's in the sweep directory only in those starts
 from that run's final checkpoint (config.json records ``training_shared_with``) and runs
-only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once, and
-so does a later sweep into the same directory that adds targets or scopes.
+only the cut, evaluation and fine-tuning. A 5-target sweep trains each method once (and
+l1-filter not at all: it starts from the plain reference's training), and a later sweep
+into the same directory that adds targets or scopes trains nothing again.
 
 With ``bench``, each run's ONNX export (fp32) and onnxruntime-CPU benchmark at
 batch 32 are made once and reused.
@@ -216,30 +217,39 @@ def _run_cell(
 
 # Options that only decide the cut after training (and where the run lives).
 _CUT_FIELDS = ("out", "target_flops", "target_sparsity", "target_elementwise", "target_scope")
+# Methods whose training is plain cross-entropy: l1-filter differs from none only in the cut.
+_PLAIN_TRAINING = ("none", "l1-filter")
+
+
+def _training_signature(options: dict) -> dict:
+    """The part of a run's options that decides what its training produces."""
+    signature = {k: v for k, v in options.items() if k not in _CUT_FIELDS}
+    sparsity = dict(signature.get("sparsity") or {})
+    if sparsity.get("method") in _PLAIN_TRAINING:
+        sparsity["method"] = "none"
+    signature["sparsity"] = sparsity
+    return json.loads(json.dumps(signature))
 
 
 def _trained_sibling(root: Path, method: str, prune_options) -> Path | None:
-    """A complete run in the sweep directory whose options differ only in the cut.
+    """A complete run in the sweep directory whose training this cell would repeat.
 
     Training does not depend on the target or its scope (they only decide the cut
-    after training), and with the same seed on CPU it is deterministic, so such a
-    run's final-epoch checkpoint is exactly what this cell would train. Any complete
-    run directory beside `root` counts, so a later sweep that adds targets or scopes
-    reuses the training. magnitude prunes while training, so it never shares.
+    after training), l1-filter trains exactly like the plain reference, and with the
+    same seed on CPU training is deterministic, so such a run's final-epoch checkpoint
+    is exactly what this cell would train. Any complete run directory beside `root`
+    counts, so a later sweep that adds targets or scopes reuses the training.
+    magnitude prunes while training, so it never shares.
     """
     from asp_export.rundir import read_json
 
     if method == "magnitude":
         return None
-    wanted = json.loads(
-        json.dumps({k: v for k, v in prune_options.to_dict().items() if k not in _CUT_FIELDS})
-    )
+    wanted = _training_signature(prune_options.to_dict())
     for other in sorted(root.parent.iterdir()):
         if other == root or not RunDir(other).report_json.exists():
             continue
-        config = read_json(RunDir(other).config_json)
-        theirs = {k: v for k, v in config.get("options", {}).items() if k not in _CUT_FIELDS}
-        if theirs == wanted:
+        if _training_signature(read_json(RunDir(other).config_json).get("options", {})) == wanted:
             return other
     return None
 

@@ -81,6 +81,11 @@ def test_sweep_runs_the_grid_compares_and_resumes_without_retraining(tmp_path):
     shared = json.loads((out / "ssl-sparsity0.8" / "config.json").read_text())
     assert shared["training_shared_with"] == "ssl-sparsity0.5"
     assert shared["options"]["target_sparsity"] == 0.8
+    # l1-filter trains plainly, exactly like the reference: it starts from the reference's training
+    for cell in ("l1-filter-sparsity0.5", "l1-filter-sparsity0.8"):
+        config = json.loads((out / cell / "config.json").read_text())
+        assert config["training_shared_with"] == "dense", cell
+        assert config["options"]["sparsity"]["method"] == "l1-filter"
     assert "| ssl | 0.5 |" in (out / "comparison.md").read_text()
 
     # Re-run: complete runs are skipped; a run without its report is finished from its checkpoints.
