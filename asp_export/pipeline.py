@@ -232,18 +232,19 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         "finetuned": finetuned,
         "layers": layers,
         "structure": structure_string(layers),
-        "structure_live": _live_structure(dense, options.surgery.threshold, before),
+        "structure_live": _live_structure(source, options.surgery.threshold, before),
         "elementwise_sparsity": round(elementwise_sparsity(dense), 6),
         "plan": plan.to_dict(),
         "target": target,
     }
 
 
-def _live_structure(dense, threshold: float, regularised: dict[str, int]) -> str:
-    """Live groups per regularised layer before rounding (the paper's notation)."""
+def _live_structure(source, threshold: float, regularised: dict[str, int]) -> str:
+    """Live groups per regularised layer before rounding (the paper's notation), of the
+    model the plan cuts: the trained model, or with a target its copy with the cut zeroed."""
     from asp_export import surgery
 
-    live = {entry["name"]: entry["after"] for entry in surgery.plan(dense, threshold=threshold).layers}
+    live = {entry["name"]: entry["after"] for entry in surgery.plan(source, threshold=threshold).layers}
     return "-".join(str(live.get(name, total)) for name, total in regularised.items())
 
 

@@ -100,6 +100,8 @@ def test_l1_filter_reaches_its_flops_target_and_shrinks_the_model(tmp_path):
     assert 0.5 <= target["achieved"] < 0.6
     assert report["pruned"]["flops"] <= 0.5 * report["dense"]["flops"]
     assert report["pruned"]["params"] < report["dense"]["params"]
+    # the live structure is the cut's (not the trained model's): at round_to 1 it is the model written
+    assert report["structure_live"] == report["structure"] != "20-50-500"
 
 
 def test_gasl_reaches_a_sparsity_target(tmp_path):
