@@ -260,7 +260,7 @@ def _seed_from(sibling: Path, root: Path, prune_options) -> None:
     import shutil
 
     from asp_export.rundir import read_json
-    from asp_export.train import latest_checkpoint
+    from asp_export.train import checkpoint_files, latest_checkpoint
 
     source, target = RunDir(sibling), RunDir(root)
     checkpoint = latest_checkpoint(source)
@@ -269,10 +269,9 @@ def _seed_from(sibling: Path, root: Path, prune_options) -> None:
     if root.exists():
         shutil.rmtree(root)
     target.checkpoints.mkdir(parents=True)
-    shutil.copy2(checkpoint[1], target.checkpoints / checkpoint[1].name)
-    random_state = checkpoint[1].with_suffix(".random.json")  # dropout generators (train.py)
-    if random_state.is_file():
-        shutil.copy2(random_state, target.checkpoints / random_state.name)
+    for path in checkpoint_files(source, checkpoint[0]):
+        if path.is_file():  # a run from before asp kept the random state has the model only
+            shutil.copy2(path, target.checkpoints / path.name)
     shutil.copy2(source.state_json, target.state_json)
     config = read_json(source.config_json)
     config["options"] = prune_options.to_dict()

@@ -184,6 +184,15 @@ def checkpoint_path(run: RunDir, epoch: int) -> Path:
     return run.checkpoints / f"epoch-{epoch:03d}.keras"
 
 
+def _random_state_path(run: RunDir, epoch: int) -> Path:
+    return run.checkpoints / f"epoch-{epoch:03d}.random.json"
+
+
+def checkpoint_files(run: RunDir, epoch: int) -> tuple[Path, Path]:
+    """Everything one checkpoint is: the model with its optimizer, and the dropout random state."""
+    return checkpoint_path(run, epoch), _random_state_path(run, epoch)
+
+
 def latest_checkpoint(run: RunDir) -> tuple[int, Path] | None:
     """(epochs completed, path) of the newest complete checkpoint, if any."""
     if not run.checkpoints.is_dir():
@@ -225,10 +234,6 @@ def resume_checkpoint(run: RunDir, strategy, epochs: int) -> tuple[int, Path] | 
     return common, path
 
 
-def _random_state_path(run: RunDir, epoch: int) -> Path:
-    return run.checkpoints / f"epoch-{epoch:03d}.random.json"
-
-
 def _random_states(model) -> list:
     """The dropout layers' random-generator state variables, in model order.
 
@@ -248,11 +253,10 @@ def _save_checkpoint(model, run: RunDir, epoch: int) -> None:
     with atomic_path(checkpoint_path(run, epoch)) as tmp:
         model.save(tmp)  # a compiled model's .keras holds the optimizer state
     for old_epoch in range(epoch - CHECKPOINTS_KEPT, 0, -1):
-        stale = checkpoint_path(run, old_epoch)
-        if not stale.exists():
+        if not checkpoint_path(run, old_epoch).exists():
             break
-        stale.unlink()
-        _random_state_path(run, old_epoch).unlink(missing_ok=True)
+        for stale in checkpoint_files(run, old_epoch):
+            stale.unlink(missing_ok=True)
 
 
 def restore_random_state(model, run: RunDir, epoch: int) -> None:
