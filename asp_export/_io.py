@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,24 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path)
+
+
+# The names `atomic_path` gives its temporaries: .STEM.XXXXXXXX.tmp[.SUFFIX] (mkstemp's 8 characters).
+_TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.\w+)?")
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, *, recursive: bool = False) -> list[Path]:
+    """Delete the hidden temporaries a SIGKILL left mid-write in `directory` (no clean-up
+    code runs on SIGKILL, so only the next run can); returns what was removed."""
+    directory = Path(directory)
+    candidates = directory.rglob(".*") if recursive else directory.iterdir()
+    stale = sorted((p for p in candidates if _TEMPORARY_NAME.fullmatch(p.name)), reverse=True)
+    for path in stale:  # deepest first, so a removed directory is never walked into
+        if path.is_dir():
+            _remove_tree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

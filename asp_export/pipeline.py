@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from asp_export._io import atomic_path, write_json_atomic
+from asp_export._io import atomic_path, remove_stale_temporaries, write_json_atomic
 from asp_export.errors import RunDirError, UserInputError
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig
@@ -347,12 +347,8 @@ def _save_model(model, path: Path) -> None:
 
 
 def _remove_stale_temporaries(run: RunDir) -> None:
-    """Delete the hidden `.NAME.*.tmp.EXT` files a SIGKILL left mid-write (atomic_path's names)."""
-    import shutil
-
-    for tmp in sorted(run.root.rglob(".*.tmp*"), reverse=True):
-        log.info("Removing %s (left by a killed run)", tmp)
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    for stale in remove_stale_temporaries(run.root, recursive=True):
+        log.info("Removed %s (left by a killed run)", stale)
 
 
 def _previous_seconds(run: RunDir, epochs_done: int) -> float:

@@ -189,6 +189,23 @@ def test_stale_temporaries_of_a_killed_write_are_removed_on_resume(tmp_path):
     assert _temporaries(run) == []
 
 
+def test_only_atomic_write_temporaries_count_as_stale(tmp_path):
+    """Clean-up after a kill removes atomic_path's hidden `.STEM.XXXXXXXX.tmp.EXT` names and
+    nothing a user could own, at the top level or (for run directories) below it."""
+    from asp_export._io import remove_stale_temporaries
+
+    nested = tmp_path / "checkpoints"
+    nested.mkdir()
+    stale = [tmp_path / ".report.k1ll3d_x.tmp.json", nested / ".epoch-002.abcd1234.tmp.keras"]
+    kept = [tmp_path / ".notes.tmp", tmp_path / "report.json", nested / ".epoch-2.tmp.keras"]
+    for path in stale + kept:
+        path.write_text("x")
+
+    assert remove_stale_temporaries(tmp_path) == [stale[0]]
+    assert remove_stale_temporaries(tmp_path, recursive=True) == [stale[1]]
+    assert [p for p in stale + kept if p.exists()] == kept
+
+
 def test_killed_export_leaves_no_manifest_and_no_partial_file(reference_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reference_run, run)

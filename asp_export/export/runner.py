@@ -13,13 +13,12 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import re
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asp_export._io import remove_stale_temporaries
 from asp_export.errors import ExportError, RunDirError, UserInputError
 from asp_export.export._tools import describe_failure, input_shape
 from asp_export.export.formats import (
@@ -348,10 +347,8 @@ def _prepare_out(out: Path) -> None:
         ) from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise RunDirError(f"Output directory {out} is not writable; choose another --out.")
-    for stale in out.iterdir():  # hidden temporaries of a killed export (asp_export._io.atomic_path names)
-        if re.fullmatch(r"\..+\.[a-z0-9_]{8}\.tmp(\.\w+)?", stale.name):
-            log.info("removing %s (left by a killed export)", stale)
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    for stale in remove_stale_temporaries(out):
+        log.info("removed %s (left by a killed export)", stale)
 
 
 def _refuse_overwrite(paths: list[Path], force: bool) -> None:
