@@ -132,10 +132,12 @@ def attach_extra(model, config) -> Iterator[None]:
     if config.method != "slimming":
         yield
         return
+    from asp_export.sparsity import walk_layers
+
     weight = config.lambda_group
     gammas = [
         layer.gamma
-        for layer in _all_layers(model)
+        for layer in walk_layers(model)
         if type(layer).__name__ == "BatchNormalization" and getattr(layer, "gamma", None) is not None
     ]
     previous = [g.regularizer for g in gammas]
@@ -161,14 +163,6 @@ class _GammaL1:
         return {"weight": self.weight}
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
 # --- scores -------------------------------------------------------------------------------
 
 
@@ -191,14 +185,13 @@ def channel_scores(model, config, kernels: list) -> dict[str, np.ndarray]:
     method = get_method(config.method)
     if method.score == "gamma":
         return gamma_scores(model, config)
-    scores = {}
-    for grouped in kernels:
-        kernel = np.abs(np.asarray(grouped.variable, dtype=np.float64))
-        if method.score == "l1":
-            scores[grouped.name] = np.sum(kernel, axis=grouped.reduce_axes)
-        else:
-            scores[grouped.name] = np.sqrt(np.sum(np.square(kernel), axis=grouped.reduce_axes))
-    return scores
+    if method.score == "l1":
+        return {grouped.name: _l1_norms(grouped) for grouped in kernels}
+    return {grouped.name: grouped.norms() for grouped in kernels}  # the group L2 norms
+
+
+def _l1_norms(grouped) -> np.ndarray:
+    return np.sum(np.abs(np.asarray(grouped.variable, dtype=np.float64)), axis=grouped.reduce_axes)
 
 
 # --- choosing the cut ------------------------------------------------------------------------

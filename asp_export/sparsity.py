@@ -149,10 +149,11 @@ class GroupedKernel:
         return group_norms(np.asarray(self.variable), self.reduce_axes)
 
 
-def _walk_layers(model) -> Iterator:
+def walk_layers(model) -> Iterator:
+    """Every layer of `model`, nested models' layers in place of the models."""
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:  # nested model
-            yield from _walk_layers(layer)
+            yield from walk_layers(layer)
         else:
             yield layer
 
@@ -173,7 +174,7 @@ def grouped_kernels(
                 output_layers.add(history[0].name)
     batch_norms = _batch_norms_reading(model)
     found = []
-    for layer in _walk_layers(model):
+    for layer in walk_layers(model):
         spec = _GROUPED_KERNELS.get(type(layer).__name__)
         if spec is None or layer.name in exclude or layer.name in output_layers:
             continue
