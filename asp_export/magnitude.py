@@ -140,7 +140,6 @@ def _twin(model):
 
 def _worker(spec: dict) -> None:
     import numpy as np
-    import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
@@ -278,7 +277,6 @@ def _worker(spec: dict) -> None:
         "devices": train.describe_devices(strategy),
         "training": {"epochs": config.epochs, "seconds": round(seconds, 1)},
     }
-    del tf
     write_report(run, report)
     train.write_state(run, complete=True)
 
