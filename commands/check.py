@@ -11,7 +11,8 @@ from asp_export.check import BUDGETS, FORMATS, append_step_summary, render, run_
 from asp_export.errors import CheckFailed
 
 _EPILOG = """\b
-Exit codes: 0 every metric within budget, 1 a regression, 2 bad input
+Exit codes: 0 every metric within budget, 1 a regression or a source
+the baseline has missing from RUN_DIR (see --allow-missing), 2 bad input
 (missing or malformed baseline, newer schema, missing run directory).
 \b
 Budgets come from these options, else from the baseline file, else the defaults.
@@ -35,6 +36,10 @@ def _budget_option(key: str):
         metavar="PCT" if budget.kind == "relative" else "PP",
         help=f"{budget.help} [default: baseline file's, else {default}]",
     )
+
+
+def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if value else ()
 
 
 @click.command("check", epilog=_EPILOG)
@@ -67,19 +72,32 @@ def _budget_option(key: str):
     help="Output format (stdout, or --output).",
 )
 @click.option(
+    "--allow-missing",
+    callback=_stages,
+    metavar="STAGES",
+    help="Stages whose output may be missing (e.g. export,bench): their baseline metrics are skipped, "
+    "not failed. Without it a source the baseline has and the run lacks fails the gate.",
+)
+@click.option(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the --format output to FILE; the table still goes to the terminal.",
 )
 def command(
-    run_dir: Path, baseline_path: Path, write: bool, fmt: str, output: Path | None, **budgets: str | None
+    run_dir: Path,
+    baseline_path: Path,
+    write: bool,
+    fmt: str,
+    output: Path | None,
+    allow_missing: tuple[str, ...],
+    **budgets: str | None,
 ) -> None:
     """Compare RUN_DIR's params, FLOPs, file sizes, accuracy, export parity and speedup with a baseline."""
     if write:
         _write(run_dir, baseline_path, budgets)
         return
-    report = run_check(run_dir, baseline_path, budgets)
+    report = run_check(run_dir, baseline_path, budgets, allow_missing=allow_missing)
     if output is not None:
         write_text_atomic(output, render(report, fmt))
         click.echo(render(report, "table"), nl=False)
@@ -88,10 +106,7 @@ def command(
         click.echo(render(report, fmt), nl=False)
     append_step_summary(report)
     if not report.passed:
-        names = ", ".join(r.name for r in report.failures)
-        raise CheckFailed(
-            f"asp check failed: {len(report.failures)} metric(s) regressed beyond budget ({names})."
-        )
+        raise CheckFailed(f"asp check failed: {report.failure_line()}.")
 
 
 def _write(run_dir: Path, baseline_path: Path, budgets: dict[str, str | None]) -> None:

@@ -250,8 +250,47 @@ def test_pairs_differing_only_in_precision_are_separate_metrics(tmp_path):
 # --- sources -------------------------------------------------------------------------------
 
 
-def test_missing_source_is_skipped_not_passed(tmp_path, baseline):
+def test_source_the_baseline_has_missing_from_the_run_fails(tmp_path, baseline):
+    """The baseline was written with export/ and bench/; both deleted, the gate must not go green."""
+    report = run_check(make_run(tmp_path / "r", drop=("manifest", "bench")), baseline)
+    assert not report.passed
+    failed = {r.name for r in report.failures}
+    assert {PAIR_B1, PAIR_B32, PRUNED_ONNX, "parity.passed"} <= failed
+    assert all(r.metric.source in ("manifest", "bench") for r in report.failures)
+    assert "which the baseline was written with" in row(report, PAIR_B1).message
+    assert report.count("skipped") == 0
+    summary = report.summary()
+    assert summary.startswith("FAIL: ")
+    assert "missing: export/manifest.json, bench/bench.json" in summary
+    assert "--allow-missing export,bench" in summary
+    assert "regressed" not in report.failure_line()
+
+
+def test_allow_missing_skips_the_named_sources_only(tmp_path, baseline):
+    run = make_run(tmp_path / "r", drop=("manifest", "bench"))
+    report = run_check(run, baseline, allow_missing=("bench",))
+    assert {r.metric.source for r in report.failures} == {"manifest"}
+    report = run_check(run, baseline, allow_missing=("export", "bench"))
+    assert report.passed
+    skipped = [r for r in report.rows if r.status == "skipped"]
+    assert {PAIR_B1, PAIR_B32, PRUNED_ONNX, "parity.passed"} <= {r.name for r in skipped}
+    assert "skipped (missing: export/manifest.json, bench/bench.json)" in report.summary()
+
+
+def test_source_the_baseline_never_had_is_not_required(tmp_path):
+    baseline = tmp_path / "b.json"
+    write_baseline(make_run(tmp_path / "base", drop=("bench",)), baseline)
     report = run_check(make_run(tmp_path / "r", drop=("bench",)), baseline)
+    assert report.passed and report.count("skipped") == 0
+
+
+def test_unknown_allow_missing_stage_is_bad_input(tmp_path, baseline):
+    with pytest.raises(UserInputError, match="Unknown --allow-missing stage 'benhc'. Did you mean 'bench'"):
+        run_check(make_run(tmp_path / "r"), baseline, allow_missing=("benhc",))
+
+
+def test_missing_source_is_skipped_not_passed(tmp_path, baseline):
+    report = run_check(make_run(tmp_path / "r", drop=("bench",)), baseline, allow_missing=("bench",))
     skipped = [r for r in report.rows if r.status == "skipped"]
     assert {r.name for r in skipped} == {PAIR_B1, PAIR_B32}
     assert all(r.message == "no bench/bench.json" for r in skipped)
@@ -408,7 +447,7 @@ def _mixed_report(tmp_path, baseline):
         report=set_field("pruned.params", 30000),
         manifest=set_file("dense", "parity.passed", False),
     )
-    return run_check(run, baseline)
+    return run_check(run, baseline, allow_missing=("bench",))
 
 
 def test_junit_parses_with_one_testcase_per_metric(tmp_path, baseline):

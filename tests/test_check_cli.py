@@ -107,8 +107,28 @@ def test_bad_budget_option_exits_2(good, baseline):
     assert "percentage points" in error_line(result)
 
 
+def test_source_the_baseline_has_missing_exits_1_naming_it(tmp_path, baseline):
+    result = asp(make_run(tmp_path / "noexport", drop=("manifest", "bench")), "--baseline", baseline)
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert line.startswith("Error: asp check failed: 5 metric(s) of the baseline have no source in this run")
+    assert "missing: export/manifest.json, bench/bench.json" in line
+    assert "--allow-missing export,bench" in line
+    allowed = asp(
+        make_run(tmp_path / "allowed", drop=("manifest", "bench")),
+        "--baseline",
+        baseline,
+        "--allow-missing",
+        "export,bench",
+    )
+    assert allowed.exit_code == 0, allowed.output
+    assert "5 skipped (missing: export/manifest.json, bench/bench.json)" in allowed.stdout
+
+
 def test_skipped_source_is_visible_and_not_a_pass(tmp_path, baseline):
-    result = asp(make_run(tmp_path / "nobench", drop=("bench",)), "--baseline", baseline)
+    result = asp(
+        make_run(tmp_path / "nobench", drop=("bench",)), "--baseline", baseline, "--allow-missing", "bench"
+    )
     assert result.exit_code == 0
     assert "bench/bench.json MISSING" in result.stdout
     assert result.stdout.count("skipped: no bench/bench.json") == 2

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -173,8 +173,35 @@ class CheckReport:
     def missing_sources(self) -> list[str]:
         return [SOURCES[k].label for k, ok in self.found.items() if not ok]
 
+    @property
+    def absent(self) -> list[Row]:
+        """Failures because a source the baseline has is missing from the run."""
+        return [r for r in self.failures if not self.found.get(r.metric.source, True)]
+
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.rows)
+
+    def failure_line(self) -> str:
+        """What failed, one clause per cause: regressions by name, then missing sources."""
+        absent = self.absent
+        regressed = [r for r in self.failures if r not in absent]
+        parts = []
+        if regressed:
+            names = ", ".join(r.name for r in regressed)
+            parts.append(f"{len(regressed)} metric(s) regressed beyond budget ({names})")
+        if absent:
+            parts.append(self._absent_clause(absent))
+        return "; ".join(parts)
+
+    def _absent_clause(self, absent: list[Row]) -> str:
+        keys = {r.metric.source for r in absent}
+        sources = [source for key, source in SOURCES.items() if key in keys]
+        return (
+            f"{len(absent)} metric(s) of the baseline have no source in this run "
+            f"(missing: {', '.join(s.label for s in sources)}; run "
+            f"{' and '.join(f'`{s.written_by}`' for s in sources)} as for the baseline, "
+            f"or pass --allow-missing {','.join(s.stage for s in sources)})"
+        )
 
     def summary(self) -> str:
         """One line: PASS/FAIL with counts, and what failed by how much."""
@@ -189,8 +216,15 @@ class CheckReport:
         extra = f"; {'; '.join(parts)}" if parts else ""
         if self.passed:
             return f"PASS: {gated} metric(s) within budget{extra}."
-        what = ", ".join(f"{r.name} ({r.message})" for r in self.failures)
-        return f"FAIL: {len(self.failures)} of {gated} metric(s) regressed beyond budget: {what}{extra}."
+        absent = self.absent
+        regressed = [r for r in self.failures if r not in absent]
+        causes = []
+        if regressed:
+            what = ", ".join(f"{r.name} ({r.message})" for r in regressed)
+            causes.append(f"{len(regressed)} of {gated} metric(s) regressed beyond budget: {what}")
+        if absent:
+            causes.append(self._absent_clause(absent))
+        return f"FAIL: {'; '.join(causes)}{extra}."
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -302,13 +336,21 @@ def format_pct(value: float | None, limit: float | None = None) -> str:
     return f"{text}%"
 
 
-def compare(figures: Figures, baseline: Baseline, overrides: Mapping[str, Any] | None = None) -> CheckReport:
+def compare(
+    figures: Figures,
+    baseline: Baseline,
+    overrides: Mapping[str, Any] | None = None,
+    allow_missing: Iterable[str] = (),
+) -> CheckReport:
     """Compare a run's figures with a baseline.
 
-    A baseline metric whose source file is missing from the run is `skipped` (never a pass);
-    one whose source exists but lacks it is a `fail`; a metric the baseline does not know is `new`.
+    A baseline metric whose source file is missing from the run is a `fail` (the evidence the
+    baseline was written from is gone), or `skipped` (never a pass) when its source's stage is in
+    `allow_missing`; one whose source exists but lacks it is a `fail`; a metric the baseline does
+    not know is `new`.
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    allowed = allowed_missing(allow_missing)
     budgets = resolve_budgets(overrides, baseline)
     rows: list[Row] = []
     for name in _ordered(set(baseline.metrics) | set(figures.values)):
@@ -330,19 +372,15 @@ def compare(figures: Figures, baseline: Baseline, overrides: Mapping[str, Any] |
                 )
             )
         elif not figures.found.get(metric.source):
-            rows.append(
-                Row(
-                    name,
-                    metric,
-                    SKIPPED,
-                    baseline.metrics[name],
-                    None,
-                    None,
-                    None,
-                    budget,
-                    f"no {source.label}",
+            if metric.source in allowed or metric.direction == "info":
+                status, message = SKIPPED, f"no {source.label}"
+            else:
+                status = FAIL
+                message = (
+                    f"no {source.label}, which the baseline was written with (run `{source.written_by}` "
+                    f"as for the baseline, or pass --allow-missing {source.stage})"
                 )
-            )
+            rows.append(Row(name, metric, status, baseline.metrics[name], None, None, None, budget, message))
         elif name not in figures.values:
             status = INFO if metric.direction == "info" else FAIL
             rows.append(
@@ -363,6 +401,21 @@ def compare(figures: Figures, baseline: Baseline, overrides: Mapping[str, Any] |
             rows.append(compare_one(name, metric, baseline.metrics[name], figures.values[name], budget))
     rows = [_with_detail(r, figures) for r in rows]
     return CheckReport(figures.run_dir, baseline.path, rows, dict(figures.found), budgets)
+
+
+def allowed_missing(stages: Iterable[str]) -> set[str]:
+    """Source keys for `--allow-missing` stage names (prune, export, bench).
+
+    Raises:
+        UserInputError: an unknown stage name.
+    """
+    by_stage = {source.stage: key for key, source in SOURCES.items()}
+    keys = set()
+    for stage in stages:
+        if stage not in by_stage:
+            raise unknown_name_error("--allow-missing stage", stage, by_stage)
+        keys.add(by_stage[stage])
+    return keys
 
 
 def _with_detail(row: Row, figures: Figures) -> Row:
@@ -435,7 +488,11 @@ def _validate_baseline_names(baseline: Baseline) -> None:
 
 
 def run_check(
-    run_dir: str | Path, baseline_path: str | Path, overrides: Mapping[str, Any] | None = None
+    run_dir: str | Path,
+    baseline_path: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    allow_missing: Iterable[str] = (),
 ) -> CheckReport:
     """Compare a run directory with a committed baseline file.
 
@@ -444,6 +501,8 @@ def run_check(
         baseline_path: the baseline JSON written by `write_baseline`.
         overrides: budgets by family key (`size`, `params`, `flops`, `accuracy`, `latency`),
             e.g. {"latency": "15%"}; None values are ignored.
+        allow_missing: stages (`prune`, `export`, `bench`) whose missing output only skips the
+            baseline's metrics from it instead of failing them.
 
     Returns:
         The report; `report.passed` is False when any metric regressed beyond its budget.
@@ -451,6 +510,7 @@ def run_check(
     Raises:
         BaselineError: the baseline is missing, malformed or from a newer schema (exit 2).
         RunDirError: the run directory is missing or holds no readable source (exit 2).
+        UserInputError: an unknown budget or --allow-missing name (exit 2).
 
     Example:
         >>> report = run_check("runs/ci", "asp-baseline.json", {"latency": "15%"})  # doctest: +SKIP
@@ -460,8 +520,9 @@ def run_check(
     baseline = load_baseline(baseline_path)
     _validate_baseline_names(baseline)
     resolve_budgets(overrides, baseline)  # bad options fail before any file is read
+    allowed_missing(allow_missing)
     figures = collect(run_dir)
-    return compare(figures, baseline, overrides)
+    return compare(figures, baseline, overrides, allow_missing)
 
 
 # --------------------------------------------------------------------------------------------

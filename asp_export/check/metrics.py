@@ -33,14 +33,15 @@ class Source:
     path: Callable[[RunDir], Path]
     label: str  # as shown to users, relative to the run root
     written_by: str
+    stage: str  # the name `asp check --allow-missing` takes
 
 
 SOURCES: dict[str, Source] = {
     s.key: s
     for s in (
-        Source("report", lambda run: run.report_json, "report.json", "asp prune"),
-        Source("manifest", lambda run: run.manifest_json, "export/manifest.json", "asp export"),
-        Source("bench", lambda run: run.bench_json, "bench/bench.json", "asp bench"),
+        Source("report", lambda run: run.report_json, "report.json", "asp prune", "prune"),
+        Source("manifest", lambda run: run.manifest_json, "export/manifest.json", "asp export", "export"),
+        Source("bench", lambda run: run.bench_json, "bench/bench.json", "asp bench", "bench"),
     )
 }
 
