@@ -14,7 +14,7 @@ from pathlib import Path
 
 from asp_export.errors import ModelLoadError
 
-__all__ = ["load_keras_model"]
+__all__ = ["load_keras_model", "to_functional"]
 
 
 def load_keras_model(path: str | os.PathLike):
@@ -24,7 +24,8 @@ def load_keras_model(path: str | os.PathLike):
         path: path to a Keras 3 ``.keras`` file.
 
     Returns:
-        The ``keras.Model``.
+        The ``keras.Model``; a Sequential model comes back as the equivalent functional
+        model (`to_functional`), so the rest of asp only ever sees functional graphs.
 
     Raises:
         ModelLoadError: missing file, wrong suffix, not a zip archive (e.g. truncated),
@@ -45,7 +46,7 @@ def load_keras_model(path: str | os.PathLike):
     import keras
 
     try:
-        return keras.saving.load_model(p, safe_mode=True, compile=False)
+        model = keras.saving.load_model(p, safe_mode=True, compile=False)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear line
         text = " ".join(str(err).split())
         if "Lambda" in text or "safe_mode" in text or "unsafe" in text.lower():
@@ -59,3 +60,40 @@ def load_keras_model(path: str | os.PathLike):
                 "models made of standard Keras layers."
             ) from None
         raise ModelLoadError(f"Cannot load {str(p)!r}: {type(err).__name__}: {text[:200]}") from None
+    return to_functional(model)
+
+
+def to_functional(model):
+    """The functional model equivalent to a Sequential one; any other model is returned as is.
+
+    Why: a Sequential model's config has no graph (`keras.Model.from_config` refuses it,
+    tf2onnx needs a symbolic input), and pruning rebuilds models from configs. Converting once,
+    where a model is loaded, keeps every later stage on functional graphs. The layers are fresh
+    copies (same names, configs and weights), so the input model is not modified.
+
+    Raises:
+        ModelLoadError: a Sequential model without an input shape (never built).
+    """
+    import keras
+
+    if not isinstance(model, keras.Sequential):
+        return model
+    try:
+        batch_shape = tuple(model.input_shape)
+    except (AttributeError, ValueError):
+        batch_shape = None
+    if batch_shape is None:
+        raise ModelLoadError(
+            f"Sequential model {model.name!r} has no input shape; start it with keras.Input(shape=...) "
+            "and re-save."
+        )
+    first = model.get_config()["layers"][0]
+    name = first["config"]["name"] if first["class_name"] == "InputLayer" else f"{model.name}_input"
+    dtype = first["config"].get("dtype", "float32") if first["class_name"] == "InputLayer" else "float32"
+    inputs = keras.Input(batch_shape=batch_shape, dtype=dtype, name=name)
+    x = inputs
+    for layer in model.layers:
+        twin = type(layer).from_config(layer.get_config())
+        x = twin(x)
+        twin.set_weights(layer.get_weights())
+    return keras.Model(inputs, x, name=model.name)

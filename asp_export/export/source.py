@@ -151,15 +151,13 @@ def _load_keras_model(path: Path):
 
 
 def as_functional(model, path: Path | str = "model"):
-    """Check the model is a single-input, single-output image model; wrap a Sequential as functional.
+    """Check the model is a single-input, single-output image model; make a Sequential functional.
 
     tf2onnx cannot convert a `keras.Sequential` directly (it has no symbolic input).
     """
-    import keras
+    from asp_export.keras_io import to_functional
 
-    if isinstance(model, keras.Sequential):
-        inputs = keras.Input(shape=model.input_shape[1:], name="input")
-        model = keras.Model(inputs, model(inputs), name=model.name)
+    model = to_functional(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise UserInputError(
             f"{path}: asp exports single-input, single-output classifiers; this model has "
