@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from asp_export.errors import AspError
+from asp_export.errors import AspError, one_line
 from asp_export.versions import asp_version
 
 # TensorFlow's C++ logging drowns the useful output; users can still override it.
@@ -59,10 +59,9 @@ class AspGroup(click.Group):
         except Exception as err:  # noqa: BLE001 - the CLI never shows a traceback without --verbose
             if verbose:
                 raise
+            # one bounded line whatever the library put in its message; the rest is behind --verbose
             raise _AspClickError(
-                f"unexpected failure: {type(err).__name__}: {err} "
-                "(run `asp --verbose ...` for the traceback)",
-                1,
+                f"unexpected failure: {one_line(err)} (run `asp --verbose ...` for the traceback)", 1
             ) from None
 
 

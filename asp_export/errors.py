@@ -51,6 +51,20 @@ class CheckFailed(AspError):
     """`asp check` found a regression beyond its budget."""
 
 
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """``Type: message`` of an exception as one line of at most about `limit` characters.
+
+    Only the first non-blank line of the message is kept (TensorFlow puts the gist there and the
+    op trace after it), whitespace is collapsed, and a longer text (a library that dumps a whole
+    model config into its message) is cut at a word boundary and marked with "...".
+    """
+    lines = [" ".join(line.split()) for line in str(err).splitlines()]
+    text = next((line for line in lines if line), "")
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0].rstrip(",:;") + " ..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UserInputError:
     """Build the 'unknown X' error with the valid names and a did-you-mean hint."""
     valid = sorted(valid)
