@@ -80,7 +80,19 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
     "--batch",
     type=_Batch(),
     default=None,
-    help="'dynamic' or a fixed batch size. Default: ONNX/SavedModel dynamic, TFLite 1.",
+    help="'dynamic' (named 'batch' in ONNX) or a batch size every file's input is fixed to. "
+    "Default: ONNX/SavedModel dynamic, TFLite 1.",
+)
+@click.option(
+    "--nchw",
+    is_flag=True,
+    help="ONNX: take the input NCHW (TensorRT, OpenVINO, NNAPI/CoreML); other formats stay NHWC.",
+)
+@click.option(
+    "--simplify/--no-simplify",
+    default=True,
+    show_default=True,
+    help="ONNX: simplify the graph with onnxslim, kept only when it passes parity again.",
 )
 @click.option(
     "--models",
@@ -125,6 +137,8 @@ def command(
     int8_io,
     opset,
     batch,
+    nchw,
+    simplify,
     models,
     out,
     parity_samples,
@@ -147,6 +161,8 @@ def command(
         formats=tuple(f.lower() for f in formats) or ("all",),
         precisions=tuple(p.lower() for p in precisions),
         batch=batch,
+        nchw=nchw,
+        simplify=simplify,
         models=models,
         out=out,
         parity_samples=parity_samples,

@@ -18,6 +18,9 @@ from asp_export.errors import UserInputError, unknown_name_error
 #: Every precision asp knows, in the order the CLI lists them.
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
 
+#: Input layouts: asp's models are NHWC; ONNX files can take NCHW instead (`asp export --nchw`).
+LAYOUTS = ("NHWC", "NCHW")
+
 #: Precisions whose parity is judged by top-1 agreement rather than by logit distance.
 QUANTIZED_PRECISIONS = ("int8", "dynamic")
 
@@ -42,6 +45,7 @@ class ExportFormat:
         modules: Python modules that must be importable to write and check the format.
         runtime: The runtime parity (and the benchmark) runs the file with.
         default_batch: Batch size of the exported input: None = dynamic, an int = fixed.
+        layouts: Input layouts the format can be written in; the first is the default.
     """
 
     key: str
@@ -52,6 +56,7 @@ class ExportFormat:
     modules: tuple[str, ...]
     runtime: str
     default_batch: int | None
+    layouts: tuple[str, ...] = ("NHWC",)
 
     @property
     def is_directory(self) -> bool:
@@ -84,6 +89,7 @@ FORMATS: dict[str, ExportFormat] = {
             modules=("tf2onnx", "onnx", "onnxruntime"),
             runtime="onnxruntime (CPUExecutionProvider)",
             default_batch=None,
+            layouts=("NHWC", "NCHW"),
         ),
         ExportFormat(
             key="tflite",
@@ -188,6 +194,7 @@ class FileSpec:
         int8_io: For TFLite int8: make the file's input and output int8 too.
         calibration: float32 samples [n, H, W, C] for full-integer calibration (int8 only).
         metadata: Key/value strings stored in the file where the format allows (ONNX metadata_props).
+        layout: Input layout of the file, one of LAYOUTS; only ONNX can be written NCHW.
     """
 
     precision: str = "fp32"
@@ -196,3 +203,8 @@ class FileSpec:
     int8_io: bool = False
     calibration: object | None = None
     metadata: dict[str, str] | None = None
+    layout: str = "NHWC"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise unknown_name_error("layout", self.layout, LAYOUTS)

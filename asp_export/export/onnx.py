@@ -1,15 +1,19 @@
 """ONNX: convert with tf2onnx, check with onnx.checker, run with onnxruntime on the CPU provider.
 
-The input is always named `input` (float32, NHWC) with a dynamic batch unless a
-fixed one is asked for, so every asp ONNX file is fed the same way. fp16 files
-keep float32 inputs and outputs (onnxruntime's float16 converter with
-keep_io_types) so callers never cast.
+The input is always named `input` (float32, NHWC, or NCHW when asked for) with a
+dynamic batch dimension named `batch` unless a fixed one is asked for, so every
+asp ONNX file is fed the same way. fp16 files keep float32 inputs and outputs
+(onnxruntime's float16 converter with keep_io_types) so callers never cast.
+The runner then simplifies the graph with onnxslim (`simplify`), keeping the
+result only when it passes parity again, and records its op histogram and the
+NNAPI/CoreML partitioning onnxruntime's mobile checker predicts (`summarize`).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import collections
 import logging
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,11 @@ from asp_export.export.parity import run_in_batches
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
+BATCH_DIM = "batch"  # name of a dynamic batch dimension (tf2onnx would call it unk__87)
+LAYOUT_KEY = "input_layout"  # metadata_props key; predict() transposes NHWC samples for "NCHW"
 PROVIDERS = ["CPUExecutionProvider"]
+#: Partitioning checks of onnxruntime's mobile usability checker: manifest key -> CoreML op list or None.
+_MOBILE_EPS = {"nnapi": None, "coreml": "coreml_supported_mlprogram_ops.md"}
 
 
 def convert(model, spec: FileSpec):
@@ -34,13 +42,17 @@ def convert(model, spec: FileSpec):
     import tf2onnx
 
     signature = [tf.TensorSpec([spec.batch, *input_shape(model)], tf.float32, name=INPUT_NAME)]
+    nchw = [INPUT_NAME] if spec.layout == "NCHW" else None
     with quiet():
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=spec.opset)
+        proto, _ = tf2onnx.convert.from_keras(
+            model, input_signature=signature, opset=spec.opset, inputs_as_nchw=nchw
+        )
+    _name_batch_dim(proto)
     if spec.precision == "fp16":
         proto = _to_float16(proto)
     elif spec.precision != "fp32":
         raise ValueError(f"ONNX export supports fp32 and fp16, not {spec.precision}")
-    _set_metadata(proto, spec.metadata or {})
+    _set_metadata(proto, {**(spec.metadata or {}), LAYOUT_KEY: spec.layout})
     onnx.checker.check_model(proto)
     return proto
 
@@ -66,31 +78,37 @@ def describe(path: Path) -> dict[str, Any]:
 
 
 def predict(path: Path, x: np.ndarray) -> np.ndarray:
-    """Run the file with onnxruntime on the CPU provider (chunked if its batch is fixed)."""
+    """Run the file with onnxruntime on the CPU provider (chunked if its batch is fixed).
+
+    `x` is NHWC, asp's layout everywhere; a file written with an NCHW input gets it transposed.
+    """
     session = _session(path)
     inp = session.get_inputs()[0]
     batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    return run_in_batches(lambda chunk: session.run(None, {inp.name: chunk})[0], x.astype(np.float32), batch)
+    x = x.astype(np.float32)
+    if session.get_modelmeta().custom_metadata_map.get(LAYOUT_KEY) == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return run_in_batches(lambda chunk: session.run(None, {inp.name: chunk})[0], x, batch)
 
 
 def simplify(path: Path, accept: Callable[[Path], bool]) -> bool:
-    """Simplify the graph with onnxslim when it is installed, keeping the result only if `accept` agrees.
+    """Simplify the graph with onnxslim, keeping the result only if `accept` agrees.
 
-    onnxslim is optional and not a dependency: without it this does nothing.
-    `accept` gets the candidate file (parity is re-run on it); a rejected or
-    failing simplification leaves `path` untouched.
+    onnxslim folds what tf2onnx leaves dynamic, e.g. Flatten's Shape -> Gather ->
+    Cast -> Slice -> Concat -> Reshape chain, and fuses MatMul + Add. `accept`
+    gets the candidate file (parity is re-run on it); a rejected or failing
+    simplification leaves `path` untouched.
 
     Returns:
         True when the simplified graph replaced the file.
     """
-    if importlib.util.find_spec("onnxslim") is None:
-        return False
     import onnx
     import onnxslim
 
     original = onnx.load(str(path))
     try:
-        slimmed = onnxslim.slim(original)
+        with quiet():
+            slimmed = onnxslim.slim(original)
         _set_metadata(slimmed, {p.key: p.value for p in original.metadata_props})
         onnx.checker.check_model(slimmed)
     except Exception as err:  # noqa: BLE001 - an optional optimisation never fails the export
@@ -111,6 +129,64 @@ def simplify(path: Path, accept: Callable[[Path], bool]) -> bool:
         )
         return False
     return True
+
+
+def summarize(path: Path) -> dict[str, Any]:
+    """Node count and op histogram of the file, and the mobile EPs' predicted partitioning.
+
+    `mobile` is what `python -m onnxruntime.tools.check_onnx_model_mobile_usability`
+    reports (after the same basic optimization), per EP: nodes it takes, nodes
+    in all, partitions and its verdict (yes/maybe/no); absent when that checker
+    cannot be imported or fails on the file.
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    ops = collections.Counter(node.op_type for node in proto.graph.node)
+    summary: dict[str, Any] = {"nodes": len(proto.graph.node), "ops": dict(sorted(ops.items()))}
+    mobile = mobile_partitions(path)
+    if mobile is not None:
+        summary["mobile"] = mobile
+    return summary
+
+
+def mobile_partitions(path: Path) -> dict[str, dict[str, Any]] | None:
+    """NNAPI and CoreML (MLProgram) partitioning of the file as onnxruntime's mobile checker sees it."""
+    try:
+        from onnxruntime.tools.mobile_helpers import usability_checker
+        from onnxruntime.tools.onnx_model_utils import ModelProtoWithShapeInfo, optimize_model
+    except ImportError as err:
+        log.debug("onnxruntime's mobile usability checker is not importable: %s", err)
+        return None
+    out = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp, quiet():
+            optimized = Path(tmp) / path.name
+            optimize_model(Path(path), optimized)
+            model = ModelProtoWithShapeInfo(optimized).model_with_shape_info
+            for key, coreml_ops in _MOBILE_EPS.items():
+                if coreml_ops is None:
+                    info = usability_checker.check_nnapi_partitions(model, require_fixed_input_sizes=True)
+                else:
+                    info = usability_checker.check_coreml_partitions(model, True, coreml_ops)
+                out[key] = {
+                    "supported_nodes": int(info.num_supported_nodes),
+                    "nodes": int(info.num_nodes),
+                    "partitions": int(info.num_partitions),
+                    "verdict": info.suitability().name.lower(),
+                }
+    except Exception as err:  # noqa: BLE001 - an advisory figure never fails the export
+        log.warning("onnxruntime's mobile checker failed on %s (%s: %s)", path.name, type(err).__name__, err)
+        return None
+    return out
+
+
+def _name_batch_dim(proto) -> None:
+    """Name a dynamic leading dimension of the graph's inputs and outputs `batch`."""
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = BATCH_DIM
 
 
 def _session(path: Path):

@@ -22,6 +22,7 @@ from asp_export._io import remove_stale_temporaries
 from asp_export.errors import ExportError, RunDirError, UserInputError
 from asp_export.export._tools import describe_failure, input_shape
 from asp_export.export.formats import (
+    FORMATS,
     ExportFormat,
     FileSpec,
     check_precision,
@@ -56,7 +57,8 @@ class ExportOptions:
         formats: Format keys or "all".
         precisions: Precisions to write; empty = each format's defaults. A precision a format
             does not support is skipped for that format.
-        batch: None = each format's default (ONNX/SavedModel dynamic, TFLite 1); "dynamic"; or an int.
+        batch: None = each format's default (ONNX/SavedModel dynamic, TFLite 1); "dynamic" (every
+            format, named `batch` in ONNX files); or an int (every format's input fixed to it).
         models: "dense"/"pruned" to export from a run directory; empty = whichever exist.
         out: Export directory; None = RUN_DIR/export (or export/ beside a bare .keras file).
         parity_samples: Samples each file is checked on.
@@ -66,7 +68,8 @@ class ExportOptions:
         rtol, atol: Override the float precisions' limits (relative to the logit scale / absolute).
         min_top1: Override the quantized precisions' top-1 agreement limit.
         force: Replace files this export would write if they exist.
-        simplify: Try onnxslim on ONNX files when it is installed (kept only if parity holds).
+        simplify: Simplify ONNX files with onnxslim (the result is kept only if parity holds).
+        nchw: Write ONNX inputs NCHW (tf2onnx `inputs_as_nchw`); other formats stay NHWC.
     """
 
     formats: tuple[str, ...] = ("all",)
@@ -83,6 +86,7 @@ class ExportOptions:
     min_top1: float | None = None
     force: bool = False
     simplify: bool = True
+    nchw: bool = False
 
     def __post_init__(self) -> None:
         for name in ("parity_samples", "calibration_samples"):
@@ -102,6 +106,10 @@ class ExportOptions:
         if self.batch is None:
             return fmt.default_batch
         return None if self.batch == "dynamic" else int(self.batch)
+
+    def layout_for(self, fmt: ExportFormat) -> str:
+        """NCHW for formats that can take it when `nchw` is set, else the format's default (NHWC)."""
+        return "NCHW" if self.nchw and "NCHW" in fmt.layouts else fmt.layouts[0]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -189,13 +197,15 @@ def export_run(
         params, flops = _count(model)
         metadata = _metadata(src, model_file.kind, model_file.path, params, flops, shape)
         for fmt, precision in jobs:
+            layout = options.layout_for(fmt)
             spec = FileSpec(
                 precision=precision,
                 batch=options.batch_for(fmt),
                 opset=options.opset,
                 int8_io=options.int8_io,
                 calibration=calibration if precision == "int8" else None,
-                metadata={**metadata, "precision": precision},
+                metadata={**metadata, "precision": precision, **_input_metadata(src, shape, layout)},
+                layout=layout,
             )
             path = targets[(model_file.label, fmt.key, precision)]
             try:
@@ -286,8 +296,10 @@ def _export_file(
         return check_file(fmt, candidate, ref.x, ref.logits, tolerance, labels=ref.labels, data=ref.data)
 
     parity = _run_parity(judge, path, fmt.key, ref.data)
+    simplified = False
     if options.simplify and parity.passed and hasattr(module, "simplify"):
-        if module.simplify(path, lambda candidate: judge(candidate).passed):
+        simplified = module.simplify(path, lambda candidate: judge(candidate).passed)
+        if simplified:
             parity = judge(path)
     entry: dict[str, Any] = {
         "model": model_file.kind,
@@ -297,6 +309,7 @@ def _export_file(
         "size_bytes": artifact_size(path),
         "sha256": artifact_sha256(path),
         "batch": "dynamic" if spec.batch is None else spec.batch,
+        "layout": spec.layout,
         "input": io["input"],
         "output": io["output"],
         "params": None,
@@ -307,6 +320,10 @@ def _export_file(
     }
     if fmt.key == "onnx":
         entry["opset"] = spec.opset
+    if hasattr(module, "simplify"):
+        entry["simplified"] = simplified
+    if hasattr(module, "summarize"):
+        entry["graph"] = module.summarize(path)
     if spec.precision == "int8":
         entry["int8_io"] = spec.int8_io
         entry["calibration_samples"] = len(spec.calibration)
@@ -324,6 +341,8 @@ def _plan(options: ExportOptions) -> list[tuple[ExportFormat, str]]:
                 require_available(fmt)
             log.warning("skipping %s: %s cannot be imported", fmt.key, ", ".join(missing))
             continue
+        if options.nchw and "NCHW" not in fmt.layouts:
+            log.info("%s files stay NHWC (--nchw applies to %s)", fmt.key, _nchw_formats())
         precisions = plan_precisions(fmt, options.precisions)
         skipped = [p for p in options.precisions if p not in fmt.precisions]
         if skipped:
@@ -335,7 +354,16 @@ def _plan(options: ExportOptions) -> list[tuple[ExportFormat, str]]:
             + "; ".join(f"{f.key}: {', '.join(f.precisions)}" for f in formats)
             + "."
         )
+    if options.nchw and not any("NCHW" in fmt.layouts for fmt, _ in jobs):
+        raise UserInputError(
+            f"--nchw applies to {_nchw_formats()} files only and none is being written; "
+            "add --format onnx or drop --nchw."
+        )
     return jobs
+
+
+def _nchw_formats() -> str:
+    return ", ".join(key for key, fmt in FORMATS.items() if "NCHW" in fmt.layouts)
 
 
 def _prepare_out(out: Path) -> None:
@@ -407,8 +435,6 @@ def _metadata(
         "model": kind,
         "params": str(params),
         "input_name": "input",
-        "input_shape": "N," + ",".join(str(d) for d in shape),
-        "preprocessing": src.preprocessing(shape),
     }
     if flops is not None:
         meta["flops"] = str(flops)
@@ -418,6 +444,15 @@ def _metadata(
         meta["zoo_model"] = str(src.config.get("model", ""))
         meta["num_classes"] = str(src.config.get("num_classes", ""))
     return meta
+
+
+def _input_metadata(src: ExportSource, shape, layout: str) -> dict[str, str]:
+    """The input contract stored in the file: shape in its layout, and the preprocessing."""
+    dims = shape if layout == "NHWC" else (shape[2], shape[0], shape[1])
+    return {
+        "input_shape": "N," + ",".join(str(d) for d in dims),
+        "preprocessing": src.preprocessing(shape, layout),
+    }
 
 
 def _human_size(n: int) -> str:

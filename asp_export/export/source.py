@@ -52,15 +52,17 @@ class ExportSource:
         data = (self.config or {}).get("data") or {}
         return data.get("name")
 
-    def preprocessing(self, input_shape: tuple[int, ...]) -> str:
-        """Plain-text input contract stored in ONNX metadata."""
+    def preprocessing(self, input_shape: tuple[int, ...], layout: str = "NHWC") -> str:
+        """Plain-text input contract stored in ONNX metadata (`input_shape` is the model's H, W, C)."""
         shape = "x".join(str(d) for d in input_shape)
+        dims = input_shape if layout == "NHWC" else (input_shape[2], input_shape[0], input_shape[1])
+        tensor = f"float32 {layout} [N,{','.join(map(str, dims))}]"
         if self.dataset_name:
             return (
-                f"float32 NHWC [N,{','.join(map(str, input_shape))}] ({shape} per image), pixel values "
+                f"{tensor} ({shape} per image), pixel values "
                 f"scaled to [0, 1], as asp's {self.dataset_name!r} dataset loader produces"
             )
-        return f"float32 NHWC [N,{','.join(map(str, input_shape))}]; preprocessing unknown (bare .keras file)"
+        return f"{tensor}; preprocessing unknown (bare .keras file)"
 
 
 def resolve_source(path: str | Path, models: list[str] | None = None) -> ExportSource:
