@@ -61,6 +61,7 @@ def _stages(ctx, param, value: str | None) -> tuple[str, ...]:
 @_budget_option("size")
 @_budget_option("params")
 @_budget_option("flops")
+@_budget_option("nodes")
 @_budget_option("accuracy")
 @_budget_option("latency")
 @click.option(

@@ -350,6 +350,7 @@ def test_round_trip_same_run_passes(tmp_path, baseline):
         "size": "0%",
         "params": "0%",
         "flops": "0%",
+        "nodes": "0%",
         "accuracy": "0.2pp",
         "latency": "10%",
     }
@@ -528,3 +529,25 @@ def test_docs_describe_every_metric_and_budget():
         assert f"`{metric.key}" in docs, metric.key
     for budget in BUDGETS.values():
         assert budget.option in docs and budget.format(budget.default) in docs, budget.option
+
+
+def test_onnx_node_count_is_gated_like_other_metrics(tmp_path):
+    from click.testing import CliRunner
+
+    from asp_export.cli import cli
+
+    def with_nodes(n: int) -> Edit:
+        return set_file("pruned", "graph", {"nodes": n, "ops": {"Conv": 2, "Gemm": n - 2}})
+
+    baseline = tmp_path / "asp-baseline.json"
+    write_baseline(make_run(tmp_path / "base", manifest=with_nodes(13)), baseline)
+    assert json.loads(baseline.read_text())["metrics"]["nodes[pruned/onnx/fp32]"] == 13
+    worse = make_run(tmp_path / "worse", manifest=with_nodes(19))  # the un-simplified graph's +6
+    report = run_check(worse, baseline)
+    assert [r.name for r in report.failures] == ["nodes[pruned/onnx/fp32]"]
+    assert "+46.2% > +0% allowed" in row(report, "nodes[pruned/onnx/fp32]").message
+    assert run_check(worse, baseline, {"nodes": "50%"}).passed
+    result = CliRunner().invoke(cli, ["check", str(worse), "--baseline", str(baseline)])
+    assert result.exit_code == 1 and "nodes[pruned/onnx/fp32]" in result.output
+    ok = ["check", str(worse), "--baseline", str(baseline), "--max-nodes-increase", "50%"]
+    assert CliRunner().invoke(cli, ok).exit_code == 0

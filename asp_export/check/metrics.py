@@ -120,6 +120,13 @@ BUDGETS: dict[str, Budget] = {
         Budget("params", "relative", 0.0, "--max-params-increase", "Allowed growth of the pruned params."),
         Budget("flops", "relative", 0.0, "--max-flops-increase", "Allowed growth of the pruned FLOPs."),
         Budget(
+            "nodes",
+            "relative",
+            0.0,
+            "--max-nodes-increase",
+            "Allowed growth of each exported ONNX file's node count (the manifest's graph.nodes).",
+        ),
+        Budget(
             "accuracy",
             "points",
             0.2,
@@ -238,6 +245,18 @@ def _file_sizes(data: dict[str, Any]) -> dict[str, Any]:
         )
         for f in _files(data)
     }
+
+
+def _file_nodes(data: dict[str, Any]) -> dict[str, Any]:
+    # Only files whose manifest entry has a graph summary (asp export writes one per ONNX file).
+    out = {}
+    for f in _files(data):
+        graph = f.get("graph")
+        if isinstance(graph, dict) and "nodes" in graph:
+            out[f"nodes[{_file_id(f)}]"] = _validated(
+                graph["nodes"], "count", f"files[{_file_id(f)}].graph.nodes"
+            )
+    return out
 
 
 def _export_failures(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -366,6 +385,16 @@ METRICS: tuple[Metric, ...] = (
         direction="lower",
         budget="size",
         unit="bytes",
+        per_item=True,
+    ),
+    Metric(
+        key="nodes",
+        label="exported ONNX graph nodes (model/format/precision)",
+        source="manifest",
+        extract=_file_nodes,
+        direction="lower",
+        budget="nodes",
+        unit="count",
         per_item=True,
     ),
     Metric(
