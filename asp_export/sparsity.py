@@ -343,6 +343,13 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
     fixed point is the group-lasso optimum -- a group dies iff its loss gradient
     norm stays below lambda * w_l -- however many steps training runs, which a
     fixed per-step shrink is not (that empties a network trained long enough).
+
+    A batch whose step the optimizer skipped gets no proximal step either: under
+    mixed precision the LossScaleOptimizer skips every step whose scaled gradients
+    overflow (its first steps, by design) without advancing the inner optimizer's
+    `iterations`, and Adam's bias correction 1 - beta_2**0 would then be 0 (0/0 = NaN
+    in every group). The callback compares `iterations` with its value after the
+    previous batch, on the device, so no batch waits for the host.
     """
     import keras
     import tensorflow as tf
@@ -353,12 +360,22 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
     ]
 
     class ProximalGroupLasso(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            # The optimizer's step count when this fit starts (a resumed run starts above 0).
+            taken = int(np.asarray(self.model.optimizer.iterations))
+            if hasattr(self, "_last_iterations"):
+                self._last_iterations.assign(taken)
+            else:
+                self._last_iterations = tf.Variable(taken, dtype=tf.int64, trainable=False)
+
         def on_train_batch_end(self, batch, logs=None):
+            if not hasattr(self, "_last_iterations"):  # driven without on_train_begin: skip this batch
+                self.on_train_begin()
             if not hasattr(self, "_step"):  # the optimizer's slots exist only after its first step
-                self._step = _build_step(self.model.optimizer)
+                self._step = _build_step(self.model.optimizer, self._last_iterations)
             self._step()
 
-    def _build_step(optimizer):
+    def _build_step(optimizer, last_iterations):
         inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
         adam_like = all(hasattr(inner, name) for name in ("_velocities", "beta_1", "beta_2", "epsilon"))
 
@@ -368,6 +385,12 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
 
         @tf.function
         def step():
+            iterations = tf.cast(inner.iterations, tf.int64)
+            took_step = iterations > last_iterations
+            last_iterations.assign(iterations)
+            tf.cond(took_step, proximal_step, lambda: None)
+
+        def proximal_step():
             learning_rate = tf.cast(inner.learning_rate, tf.float32)
             if adam_like:
                 bias_correction = 1.0 - inner.beta_2 ** tf.cast(inner.iterations, tf.float32)

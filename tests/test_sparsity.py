@@ -190,3 +190,41 @@ def test_elementwise_sparsity_counts_small_weights():
 def test_bad_config_is_refused_with_a_message(kwargs):
     with pytest.raises(UserInputError):
         sparsity.SparsityConfig(**kwargs)
+
+
+def test_proximal_step_waits_for_a_step_the_loss_scale_optimizer_really_took(keras_seed):
+    """Under mixed precision a LossScaleOptimizer skips steps whose scaled gradients overflow, and a
+    skipped step does not advance the inner Adam's iterations: a proximal step then would divide by
+    the bias correction 1 - beta_2**0 = 0 and write NaN into every group (issue 18). With an initial
+    scale of 2**24 the first steps overflow on a CPU too."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((8, 8, 1))
+        hidden = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+        hidden = keras.layers.Dense(6, activation="relu", name="fc")(keras.layers.Flatten()(hidden))
+        outputs = keras.layers.Dense(3, name="logits", dtype="float32")(hidden)
+        model = keras.Model(inputs, outputs)
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3), initial_scale=2**24)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        config = sparsity.SparsityConfig(method="gasl", lambda_group=1e-2)
+        with sparsity.attach(model, config) as kernels:
+            history = model.fit(
+                x,
+                y,
+                epochs=2,
+                batch_size=8,
+                verbose=0,
+                callbacks=[sparsity.make_proximal_callback(kernels, config)],
+            )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for weight in model.weights:
+        assert np.all(np.isfinite(np.asarray(weight))), weight.path
+    assert all(np.isfinite(history.history["loss"]))
+    taken = int(np.asarray(optimizer.iterations))
+    assert 0 < taken < 16, taken  # some steps were really skipped, and some were taken
