@@ -199,3 +199,38 @@ def test_int8_with_a_fixed_batch_calibrates_in_batches_of_that_size(tiny_cnn, tm
     io, result = _export_and_check(tiny_cnn, "tflite", tmp_path / "b4_int8.tflite", spec)
     assert io["input"]["shape"][0] == 4
     assert result.passed, result.failures
+
+
+def test_parity_reference_and_savedmodel_runs_are_computed_without_tf32(tmp_path, monkeypatch):
+    """On Ampere+ GPUs TensorFlow runs fp32 in TF32 by default (~1e-3 relative), which would fail every
+    fp32 file at 1e-4 (issue 18): the reference and the SavedModel parity run switch it off, and put
+    back what was set before."""
+    import tensorflow as tf
+
+    from asp_export.export import parity, saved_model
+
+    seen = []
+
+    class Probe:  # stands in for a Keras model: records the TF32 setting while it computes
+        def __call__(self, x, training=False):
+            seen.append(tf.config.experimental.tensor_float_32_execution_enabled())
+            return np.zeros((len(x), 3), np.float32)
+
+    assert tf.config.experimental.tensor_float_32_execution_enabled()  # TensorFlow's default
+    logits = parity.keras_logits(Probe(), np.zeros((130, 4), np.float32))
+    assert logits.shape == (130, 3) and seen == [False, False, False]
+    assert tf.config.experimental.tensor_float_32_execution_enabled()
+
+    model = _model("tiny_cnn")
+    path = tmp_path / "m_saved_model"
+    saved_model.export(model, path, FileSpec(precision="fp32"))
+    real_run = saved_model.run_in_batches
+
+    def recording_run(fn, x, batch):
+        seen.append(tf.config.experimental.tensor_float_32_execution_enabled())
+        return real_run(fn, x, batch)
+
+    monkeypatch.setattr(saved_model, "run_in_batches", recording_run)
+    saved_model.predict(path, _inputs(model, 4))
+    assert seen[-1] is False
+    assert tf.config.experimental.tensor_float_32_execution_enabled()

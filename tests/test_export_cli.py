@@ -90,6 +90,7 @@ def test_run_dir_exports_dense_and_pruned_with_a_truthful_manifest(run_dir):
         assert entry["parity"]["passed"] and entry["parity"]["n_samples"] == 32
         assert entry["parity"]["data"] == "test split of digits"
         assert {"keras_accuracy", "accuracy_drop"} <= set(entry["parity"])
+        assert entry["parity"]["reference"] == {"device": "CPU", "tensor_float_32": False}
     assert rows[("pruned", "onnx", "fp32")]["size_bytes"] < rows[("dense", "onnx", "fp32")]["size_bytes"]
     assert rows[("pruned", "onnx", "fp32")]["params"] < rows[("dense", "onnx", "fp32")]["params"]
     assert rows[("dense", "tflite", "fp32")]["batch"] == 1

@@ -15,7 +15,8 @@ Schema (version 1):
                 "batch": "dynamic"|N, "input": {name, shape, dtype}, "output": {...},
                 "params", "flops", "source", "export_seconds",
                 "parity": {max_abs_diff, max_rel_diff, top1_agreement, n_samples, data, passed,
-                           tolerance, failures, [keras_accuracy, file_accuracy, accuracy_drop]}}],
+                           tolerance, failures, reference: {device, tensor_float_32},
+                           [keras_accuracy, file_accuracy, accuracy_drop]}}],
      "failures": [{"model", "format", "precision", "error"}]}
 """
 

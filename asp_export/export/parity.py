@@ -11,9 +11,11 @@ explodes on logits near zero and says nothing about the prediction.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,9 +167,38 @@ def compare(
     return result
 
 
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """TensorFloat-32 off while TensorFlow computes parity figures, restored afterwards.
+
+    On Ampere and later GPUs TensorFlow runs fp32 matmuls and convolutions in TF32 (10-bit
+    mantissa) by default, about 1e-3 relative: a reference computed so would fail every fp32
+    file at 1e-4, and a SavedModel run so would fail against an exact reference. CPUs have no
+    TF32, so there this changes nothing.
+    """
+    import tensorflow as tf
+
+    was_enabled = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(was_enabled)
+
+
+def reference_compute() -> dict[str, Any]:
+    """How `keras_logits` computes the reference here, for the manifest: device and TF32 (always off)."""
+    import tensorflow as tf
+
+    return {"device": "GPU" if tf.config.list_logical_devices("GPU") else "CPU", "tensor_float_32": False}
+
+
 def keras_logits(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The reference: the Keras model's outputs in inference mode, as float32 numpy."""
-    outputs = [np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    """The reference: the Keras model's outputs in inference mode, in full fp32, as float32 numpy."""
+    with full_fp32():
+        outputs = [
+            np.asarray(model(x[i : i + batch_size], training=False)) for i in range(0, len(x), batch_size)
+        ]
     return np.concatenate(outputs, axis=0).astype(np.float32)
 
 
@@ -211,7 +242,9 @@ __all__ = [
     "check_file",
     "compare",
     "default_tolerance",
+    "full_fp32",
     "keras_logits",
+    "reference_compute",
     "run_file",
     "run_in_batches",
 ]

@@ -40,7 +40,13 @@ from asp_export.export.manifest import (
     retract,
     write_manifest,
 )
-from asp_export.export.parity import ParityResult, check_file, default_tolerance, keras_logits
+from asp_export.export.parity import (
+    ParityResult,
+    check_file,
+    default_tolerance,
+    keras_logits,
+    reference_compute,
+)
 from asp_export.export.source import ExportSource, Samples, load_model, resolve_source
 from asp_export.versions import asp_version
 
@@ -193,7 +199,7 @@ def export_run(
     entries: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     for model_file, model in models:
-        ref = _Reference(x, keras_logits(model, x), labels, data_desc)
+        ref = _Reference(x, keras_logits(model, x), labels, data_desc, reference_compute())
         params, flops = _count(model)
         metadata = _metadata(src, model_file.kind, model_file.path, params, flops, shape)
         for fmt, precision in jobs:
@@ -263,6 +269,7 @@ class _Reference:
     logits: Any
     labels: Any
     data: str
+    compute: dict[str, Any]  # where and how the logits were computed (parity.reference_compute)
 
 
 class _ConversionFailed(Exception):
@@ -316,7 +323,7 @@ def _export_file(
         "flops": None,
         "source": str(model_file.path.resolve()),
         "export_seconds": round(seconds, 3),
-        "parity": parity.to_dict(),
+        "parity": {**parity.to_dict(), "reference": ref.compute},
     }
     if fmt.key == "onnx":
         entry["opset"] = spec.opset

@@ -15,7 +15,7 @@ import numpy as np
 from asp_export._io import atomic_path
 from asp_export.export._tools import input_shape, quiet
 from asp_export.export.formats import FileSpec
-from asp_export.export.parity import run_in_batches
+from asp_export.export.parity import full_fp32, run_in_batches
 
 SIGNATURE = "serving_default"
 
@@ -56,6 +56,8 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
 
     function, name, spec, out_name, _ = _signature(path)
     batch = spec.shape[0]
-    return run_in_batches(
-        lambda chunk: function(**{name: tf.constant(chunk)})[out_name].numpy(), x.astype(np.float32), batch
-    )
+    def run(chunk: np.ndarray) -> np.ndarray:
+        return function(**{name: tf.constant(chunk)})[out_name].numpy()
+
+    with full_fp32():  # judged against an exact fp32 reference (parity.full_fp32)
+        return run_in_batches(run, x.astype(np.float32), batch)
