@@ -138,3 +138,27 @@ def test_nchw_without_an_onnx_file_is_refused_in_one_line(tmp_path):
     assert result.exit_code == 2
     assert "--nchw applies to onnx files only" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "export" / "net.tflite").exists()
+
+
+def test_saved_model_stores_each_weight_once(exported, tmp_path):
+    import tensorflow as tf
+
+    from asp_export.export import FORMATS, FileSpec, default_tolerance
+    from asp_export.export import saved_model as sm_export
+    from asp_export.export.manifest import artifact_size
+    from asp_export.export.parity import check_file, keras_logits
+
+    model, x, out = exported
+    path = tmp_path / "net_saved_model"
+    sm_export.export(model, path, FileSpec())
+    values = {
+        name: int(np.prod(shape))
+        for name, shape in tf.train.list_variables(str(path / "variables" / "variables"))
+        if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+    }
+    assert len(values) == len(model.weights)
+    assert sum(values.values()) == model.count_params()
+    onnx_size = out["raw"][0].stat().st_size
+    assert artifact_size(path) <= 1.05 * onnx_size, (artifact_size(path), onnx_size)
+    result = check_file(FORMATS["saved_model"], path, x, keras_logits(model, x), default_tolerance("fp32"))
+    assert result.passed, result.failures
