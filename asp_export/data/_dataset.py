@@ -69,6 +69,7 @@ class SourceData:
     native_shape: tuple[int, int, int]
     class_names: tuple[str, ...]
     augmentable: bool = False  # CIFAR-style crop+flip makes sense for this source
+    classes_from_labels: bool = False  # the class count is max label + 1 (no names given)
     resolved_data_dir: str | None = None
 
 
@@ -132,6 +133,62 @@ def check_arrays(x: np.ndarray, y: np.ndarray, num_classes: int, *, what: str) -
     if y.size and (y.min() < 0 or y.max() >= num_classes):
         bad_label = int(y.min() if y.min() < 0 else y.max())
         raise DataError(f"{what}: label {bad_label} is out of range; expected 0..{num_classes - 1}.")
+
+
+def check_classes(name: str, source: SourceData) -> None:
+    """Refuse classes a model cannot learn honestly; warn, with counts per class, about the rest.
+
+    Refused (DataError): a class the test split has but training lacks (it would be scored as if
+    learned), and, when the class count comes from the labels (`npz:`, arrays), an empty class:
+    labels numbered 1..10 make 11 classes with an empty class 0. Warned: a class without training
+    images (a subset of a fixed-class dataset; its output is never trained) or without test images
+    (its accuracy is not measured).
+    """
+    names = source.class_names
+    train = np.bincount(source.train.y, minlength=len(names))
+    test = np.bincount(source.test.y, minlength=len(names))
+    untrained = np.flatnonzero(train == 0)
+    only_in_test = untrained[test[untrained] > 0]
+    empty = untrained[test[untrained] == 0] if source.classes_from_labels else untrained[:0]
+    if only_in_test.size or empty.size:
+        bad = only_in_test if only_in_test.size else empty
+        present = np.flatnonzero(train + test)
+        if not only_in_test.size and bad[0] == 0 and present[0] > 0:
+            fix = f"labels run {present[0]}..{present[-1]}: number the classes from 0 (subtract {present[0]})"
+        elif only_in_test.size:
+            fix = "the test split has it, so it would be scored as if learned: add training images or drop it"
+        else:
+            fix = "labels skip it: number the classes 0..K-1 without gaps"
+        raise DataError(
+            f"{name}: class {_which(bad, names)} has no training images "
+            f"(train images per class: {_counts(train)}); {fix}."
+        )
+    for count, what, why in (
+        (train, "training", "their outputs are never trained"),
+        (test, "test", "their accuracy is not measured"),
+    ):
+        missing = np.flatnonzero(count == 0)
+        if missing.size:
+            log.warning(
+                "%s: class %s has no %s images, so %s (%s images per class: %s)",
+                name,
+                _which(missing, names),
+                what,
+                why,
+                what,
+                _counts(count),
+            )
+
+
+def _which(classes: np.ndarray, names: tuple[str, ...]) -> str:
+    shown = ", ".join(str(c) if names[c] == str(c) else f"{c} ({names[c]})" for c in classes[:5])
+    return shown + (f" and {classes.size - 5} more" if classes.size > 5 else "")
+
+
+def _counts(per_class: np.ndarray) -> str:
+    if per_class.size > 20:  # CIFAR-100: a range, not 100 numbers
+        return f"{int(per_class.min())}..{int(per_class.max())} over {per_class.size} classes"
+    return " ".join(f"{c}:{int(n)}" for c, n in enumerate(per_class))
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -440,6 +497,7 @@ def build_dataset(
         )
     if augment and not source.augmentable:
         raise UserInputError(f"augment=True is only available for CIFAR datasets, not {name!r}.")
+    check_classes(name, source)
     train_idx, val_idx = stratified_split(source.train.y, val_fraction, seed)
     splits = {
         "train": (source.train, train_idx),

@@ -70,6 +70,7 @@ def arrays_source(
         test=stores["test"],
         native_shape=tuple(int(d) for d in stores["train"].x.shape[1:]),
         class_names=names or tuple(str(i) for i in range(num_classes)),
+        classes_from_labels=names is None,
     )
 
 
