@@ -145,6 +145,7 @@ def _worker(spec: dict) -> None:
 
     from asp_export import pipeline, train
     from asp_export._io import write_json_atomic
+    from asp_export.methods import check_exclude
     from asp_export.report import model_figures, structure_string, write_report
     from asp_export.rundir import RunDir
     from asp_export.sparsity import elementwise_sparsity, grouped_kernels
@@ -154,10 +155,12 @@ def _worker(spec: dict) -> None:
     options = pipeline.PruneOptions.from_dict(spec["options"])
     model_source = pipeline._model_source(options.model)
     dataset = pipeline._load_data(options, model_source)
+    pipeline.warn_degenerate(options, dataset)
     train.set_determinism(options.train.seed)
     tf_keras.utils.set_random_seed(options.train.seed)
     strategy = train.make_strategy("none")
     model = pipeline._build_model(options, model_source, dataset)
+    check_exclude(model, options.sparsity.exclude)
     twin = _twin(model)  # refuses branched models before a run directory exists
     probe = dataset.sample(min(16, dataset.n_test), split="test")
     difference = float(
@@ -177,9 +180,10 @@ def _worker(spec: dict) -> None:
     from_logits = pipeline._emits_logits(model)
     steps = config.steps_per_epoch or -(-dataset.n_train // config.batch_size)
     output_layer = model.layers[-1].name
+    excluded = options.sparsity.exclude
 
     def wrap(layer):
-        if type(layer).__name__ in PRUNABLE and layer.name != output_layer:
+        if type(layer).__name__ in PRUNABLE and layer.name not in (output_layer, *excluded):
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
@@ -216,6 +220,7 @@ def _worker(spec: dict) -> None:
             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
             verbose=0,
         )
+        train.check_loss({"loss": result.history["loss"][-1]}, "magnitude", epoch + 1, run)
         log.info(
             "magnitude epoch %d/%d: loss %.4f acc %.4f",
             epoch + 1,

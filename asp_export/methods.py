@@ -88,9 +88,13 @@ def validate(options, build_model) -> None:
 
     Raises:
         UserInputError: l1-filter/slimming without a target, slimming on a model
-            without BatchNormalization after a prunable layer, a FLOPs target for magnitude.
+            without BatchNormalization after a prunable layer, a FLOPs target for magnitude,
+            an --exclude name that is not a prunable layer of the model.
     """
     method = get_method(options.sparsity.method)
+    model = None
+    if options.sparsity.exclude and (model := build_model()) is not None:
+        check_exclude(model, options.sparsity.exclude)
     has_target = any(
         value is not None
         for value in (options.target_flops, options.target_sparsity, options.target_elementwise)
@@ -100,7 +104,7 @@ def validate(options, build_model) -> None:
             f"--method {method.name} ranks channels but has no natural cut-off; give --target-flops or "
             "--target-sparsity (e.g. --target-flops 0.5 removes half the FLOPs)."
         )
-    if method.needs_batch_norm and not gamma_scores(model := build_model(), options.sparsity):
+    if method.needs_batch_norm and not gamma_scores(model := model or build_model(), options.sparsity):
         raise UserInputError(
             "--method slimming needs BatchNormalization layers (it prunes channels by their BN scale "
             "gamma), "
@@ -115,6 +119,17 @@ def validate(options, build_model) -> None:
             "--method magnitude: give its element-wise sparsity as --target-sparsity "
             "(TF-MOT's final_sparsity)."
         )
+
+
+def check_exclude(model, names) -> None:
+    """Refuse `--exclude` names that are not prunable layers of `model` (a typo would protect nothing)."""
+    from asp_export.errors import unknown_name_error
+    from asp_export.sparsity import grouped_kernels
+
+    valid = [k.name for k in grouped_kernels(model, include_classifier=True)]
+    for name in names:
+        if name not in valid:
+            raise unknown_name_error("--exclude layer", name, valid)
 
 
 # --- training-time hook (called by asp_export.sparsity.attach) ------------------------------

@@ -125,6 +125,7 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     # Validate the model and the data before a run directory exists.
     model_source = _model_source(options.model)
     dataset = _load_data(options, model_source)
+    warn_degenerate(options, dataset)
     if not resume:
         methods.validate(options, lambda: _build_model(options, model_source, dataset))
     train.set_mixed_precision(options.train.mixed_precision)
@@ -297,6 +298,30 @@ def _load_data(options: PruneOptions, model_source: str):
         seed=options.train.seed,
         augment=options.augment,
     )
+
+
+def warn_degenerate(options: PruneOptions, dataset) -> None:
+    """Say so when options that run will produce little of use (docs/reliability.md)."""
+    config = options.train
+    if config.learning_rate > 0.1:
+        log.warning(
+            "--lr %g is far above Adam's useful range (1e-4..1e-2); the run stops if the loss explodes.",
+            config.learning_rate,
+        )
+    if config.batch_size > dataset.n_train:
+        log.warning(
+            "--batch-size %d is larger than the %d training images: %s.",
+            config.batch_size,
+            dataset.n_train,
+            "every epoch is one step" if config.steps_per_epoch is None else "every batch repeats images",
+        )
+    if options.val_fraction > 0.5:
+        log.warning(
+            "--val-fraction %g holds out more than it trains on: %d training images, %d for validation.",
+            options.val_fraction,
+            dataset.n_train,
+            dataset.n_val,
+        )
 
 
 def _build_model(options: PruneOptions, model_source: str, dataset):

@@ -3,7 +3,7 @@
 Epochs are driven one `fit` call at a time, each with its own shuffle seed
 (seed + epoch), so a run resumed from the checkpoint of epoch N sees exactly
 the batches an uninterrupted run would have seen. After every epoch the loss
-is checked for NaN/Inf, and only then is the checkpoint written (atomically),
+is checked for NaN/Inf and explosion, and only then is the checkpoint written (atomically),
 so the last checkpoint on disk is always a good one.
 """
 
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 CHECKPOINTS_KEPT = 2
+#: An epoch loss above this has exploded: cross-entropy near chance is ln(classes) (2.3 for 10), and
+#: GASL's guiding term is at most lambda_var / eps = 1e4 per layer even when every group collapses.
+EXPLODED_LOSS = 1e6
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,11 @@ class TrainConfig:
     strategy: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.epochs < 0:
-            raise UserInputError(f"epochs must be >= 0, got {self.epochs}.")
+        if self.epochs < 1:  # 0 would write an untrained dense.keras and call it trained
+            raise UserInputError(
+                f"--epochs must be >= 1, got {self.epochs}; to cut a model trained elsewhere without "
+                "training it, use `asp shrink MODEL.keras`."
+            )
         if self.batch_size < 1:
             raise UserInputError(f"batch size must be >= 1, got {self.batch_size}.")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
@@ -314,8 +320,8 @@ def fit(
     """Train `model` (already compiled) on `dataset` with GASL, epoch by epoch.
 
     Writes a checkpoint per epoch (the last `CHECKPOINTS_KEPT` are kept) and
-    `state.json`; raises `TrainingError` on a NaN/Inf loss, leaving the last
-    good checkpoint in place.
+    `state.json`; raises `TrainingError` on a NaN/Inf or exploded (> `EXPLODED_LOSS`) loss,
+    leaving the last good checkpoint in place.
 
     Returns:
         One dict of metrics per epoch trained (loss, accuracy, val_loss, val_accuracy, seconds).
@@ -366,12 +372,7 @@ def fit(
                 metrics = {key: float(values[-1]) for key, values in result.history.items()}
             metrics["epoch"] = epoch + 1
             metrics["seconds"] = round(time.perf_counter() - started, 3)
-            if not all(math.isfinite(v) for k, v in metrics.items() if "loss" in k):
-                raise TrainingError(
-                    f"{stage}: loss became {metrics.get('loss')} in epoch {epoch + 1}; stopped. "
-                    f"The last good checkpoint is kept in {run.checkpoints}. "
-                    "Lower --lr or --lambda-var, or check the data for NaN/Inf."
-                )
+            check_loss(metrics, stage, epoch + 1, run)
             history.append(metrics)
             if stage == "train":
                 _save_checkpoint(model, run, epoch + 1)
@@ -391,6 +392,20 @@ def fit(
         if loop is not None:
             loop.finish()
     return history
+
+
+def check_loss(metrics: dict, stage: str, epoch: int, run: RunDir) -> None:
+    """Stop the run (TrainingError, exit 1) when an epoch's loss is NaN/Inf or has exploded."""
+    losses = [v for k, v in metrics.items() if "loss" in k]
+    if all(math.isfinite(v) and abs(v) <= EXPLODED_LOSS for v in losses):
+        return
+    loss = metrics.get("loss", float("nan"))
+    what = f"became {loss}" if not math.isfinite(loss) else f"exploded to {loss:.3g}"
+    raise TrainingError(
+        f"{stage}: loss {what} in epoch {epoch}; stopped. "
+        f"The last good checkpoint is kept in {run.checkpoints}. "
+        "Lower --lr (Adam: 1e-4..1e-2) or --lambda-var, or check the data for NaN/Inf."
+    )
 
 
 def _all_history(run: RunDir, new: list[dict], initial_epoch: int) -> list[dict]:

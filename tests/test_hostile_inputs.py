@@ -130,6 +130,8 @@ def kit(tmp_path_factory) -> Kit:
     inf = x.copy()
     inf[0, 0, 0, 0] = np.inf
     np.savez(kit / "inf.npz", x_train=x, y_train=y, x_test=inf, y_test=y)
+    np.savez(kit / "labels-from-1.npz", x_train=x, y_train=y % 10 + 1, x_test=x, y_test=y % 10 + 1)
+    np.savez(kit / "test-only-class.npz", x_train=x, y_train=y, x_test=x, y_test=np.where(y == 2, 3, y))
     empty = root / "empty"
     for cls in ("cat", "dog"):
         (empty / cls).mkdir(parents=True)
@@ -215,6 +217,15 @@ CASES: list[Case] = [
     ("shrink-threshold-nan", lambda k: ["shrink", str(k / "tiny.keras"), "-t", "nan", "--out", str(k / "small.keras")], 2, "threshold"),
     ("prune-unknown-model", lambda k: ["prune", "--model", "resnet-9000", "--out", str(k / "o")], 2, "resnet-9000"),
     ("bench-missing-file", lambda k: ["bench", str(k / "nowhere.onnx")], 2, "nowhere.onnx"),
+    # issue 17: inputs that used to be accepted and silently wrong
+    ("prune-labels-numbered-from-1", lambda k: ["prune", "--model", "tiny_cnn", "--data", f"npz:{k / 'labels-from-1.npz'}",
+                                                "--out", str(k / "o")], 2, "labels run 1..3: number the classes from 0"),
+    ("prune-class-only-in-test", lambda k: ["prune", "--model", "tiny_cnn", "--data", f"npz:{k / 'test-only-class.npz'}",
+                                            "--out", str(k / "o")], 2, "class 3 has no training images (train images per class: 0:7 1:7 2:6 3:0)"),
+    ("prune-exclude-unknown-layer", lambda k: ["prune", "--model", "tiny_cnn", "--input-shape", "16,16,1", "--exclude", "conv9",
+                                               "--out", str(k / "o")], 2, "unknown --exclude layer 'conv9'. did you mean 'conv2'? valid: conv1, conv2, fc1"),
+    ("prune-zero-epochs", lambda k: ["prune", "--model", "tiny_cnn", "--epochs", "0", "--out", str(k / "o")], 2,
+     "--epochs must be >= 1"),
 ]  # fmt: skip
 
 

@@ -198,3 +198,22 @@ def test_the_installed_console_script_runs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sub" / "pruned.keras").is_file()
+
+
+def test_an_exploding_loss_stops_the_run_with_exit_1(tmp_path):
+    """Issue 17 item 9: --lr 10 reached loss 9.7e11 and 10 % accuracy, and exited 0."""
+    result = CliRunner().invoke(cli, ["prune", *FAST, "--lr", "10", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "loss exploded to" in errors[0], result.output
+    assert "--lr 10 is far above" in result.output
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_degenerate_batch_and_validation_split_are_said_out_loud(tmp_path):
+    """Issue 17 item 9: --batch-size larger than the data and --val-fraction 0.99 ran without a word."""
+    args = [*FAST, "--epochs", "1", "--batch-size", "5000", "--val-fraction", "0.99"]
+    result = CliRunner().invoke(cli, ["prune", *args, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert "--batch-size 5000 is larger than the" in result.output
+    assert "--val-fraction 0.99 holds out more than it trains on" in result.output
