@@ -11,6 +11,7 @@ from typing import Any
 
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.rundir import SCHEMA_VERSION, RunDir
+from asp_export.units import format_bytes
 
 
 def model_figures(model, *, accuracy: float | None, path=None) -> dict[str, Any]:
@@ -64,13 +65,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         "| model | accuracy | params | FLOPs | file |",
         "| --- | ---: | ---: | ---: | ---: |",
         f"| dense (as trained) | {_pct(dense.get('accuracy'))} | {_count(dense.get('params'))} | "
-        f"{_count(dense.get('flops'))} | {_count(dense.get('size_bytes'))}B |",
+        f"{_count(dense.get('flops'))} | {format_bytes(dense.get('size_bytes'))} |",
         f"| dense, dead groups zeroed | {_pct(masked.get('accuracy'))} | | | |",
     ]
     if pruned:
         lines.append(
             f"| pruned (rebuilt) | {_pct(pruned.get('accuracy'))} | {_count(pruned.get('params'))} | "
-            f"{_count(pruned.get('flops'))} | {_count(pruned.get('size_bytes'))}B |"
+            f"{_count(pruned.get('flops'))} | {format_bytes(pruned.get('size_bytes'))} |"
         )
     if report.get("finetuned"):
         lines.append(f"| pruned, fine-tuned | {_pct(report['finetuned'].get('accuracy'))} | | | |")

@@ -247,6 +247,29 @@ def test_fixed_batch_file_fails_only_at_other_batches_and_says_how_to_fix(tmp_pa
     assert four["status"] == "load_failed" and "asp export --batch dynamic" in four["error"]
 
 
+def test_files_with_a_fixed_batch_no_asked_batch_fits_are_timed_at_their_own(tmp_path):
+    """Issue 17 item 11: --batch 1,8 on files exported at batch 4 used to time nothing and blame the files."""
+    dense = make_onnx(tmp_path / "dense.onnx", 16, batch=4)
+    pruned = make_onnx(tmp_path / "pruned.onnx", 4, batch=4)
+    out = tmp_path / "bench"
+    args = ["bench", str(dense), str(pruned), "--runtime", "onnxruntime", "--provider", "cpu"]
+    fast = ["--warmup", "1", "--iterations", "3", "--min-time", "0", "--threads", "1", "--out", str(out)]
+
+    result = CliRunner().invoke(cli, [*args, "--batch", "1,8", *fast])
+
+    assert result.exit_code == 0, result.output
+    assert "fixed batch 4" in result.output and "timing batch 4 instead" in result.output
+    data = json.loads((out / "bench.json").read_text())
+    status = {(r["model"], r["batch"]): r["status"] for r in data["rows"]}
+    assert status == {
+        **{(m, b): "load_failed" for m in ("dense", "pruned") for b in (1, 8)},
+        ("dense", 4): "ok",
+        ("pruned", 4): "ok",
+    }
+    assert [p["batch"] for p in data["pairs"] if p["status"] == "ok"] == [4]
+    assert "truncated or not a model file" not in result.output
+
+
 def test_two_files_without_dense_or_pruned_in_their_names_pair_in_the_order_given(tmp_path):
     big, small = make_onnx(tmp_path / "big.onnx", 16), make_onnx(tmp_path / "small.onnx", 4)
     config = BenchConfig(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -91,6 +92,10 @@ def test_run_dir_exports_dense_and_pruned_with_a_truthful_manifest(run_dir):
         assert entry["parity"]["data"] == "test split of digits"
         assert {"keras_accuracy", "accuracy_drop"} <= set(entry["parity"])
         assert entry["parity"]["reference"] == {"device": "CPU", "tensor_float_32": False}
+        # the log prints sizes in decimal units (1 kB = 1000 B), as report.md does (asp_export/units.py)
+        value, unit = re.search(rf"-> {entry['path']} \(([\d.]+) (B|kB|MB)\)", result.output).groups()
+        printed = float(value) * {"B": 1, "kB": 1e3, "MB": 1e6}[unit]
+        assert printed == pytest.approx(entry["size_bytes"], rel=5e-4)
     assert rows[("pruned", "onnx", "fp32")]["size_bytes"] < rows[("dense", "onnx", "fp32")]["size_bytes"]
     assert rows[("pruned", "onnx", "fp32")]["params"] < rows[("dense", "onnx", "fp32")]["params"]
     assert rows[("dense", "tflite", "fp32")]["batch"] == 1

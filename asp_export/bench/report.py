@@ -14,7 +14,8 @@ from typing import Any
 
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.bench.profile import format_profile
-from asp_export.bench.stats import STAT_FIELDS
+from asp_export.bench.stats import STAT_FIELDS, dispersion_reason
+from asp_export.units import format_ms, significant
 
 CSV_COLUMNS = (
     "model",
@@ -81,6 +82,8 @@ def _fmt(value: Any, key: str = "") -> str:
     if isinstance(value, float):
         if key == "throughput":
             return f"{value:,.0f}"
+        if key.endswith("_ms"):  # latencies: the same digits everywhere (asp_export/units.py)
+            return significant(value)
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
 
@@ -101,7 +104,7 @@ def pair_sentence(pair: dict[str, Any]) -> str:
         flops = f"; the pruned model has {1 / ratio:.2f}x MORE FLOPs"
     else:
         flops = f"; FLOPs {ratio:.2f}x fewer, so {pair['efficiency']:.2f} of the FLOPs cut became time"
-    timing = f"(p50 {pair['dense_p50_ms']:.3f} ms dense vs {pair['pruned_p50_ms']:.3f} ms pruned)"
+    timing = f"(p50 {format_ms(pair['dense_p50_ms'])} dense vs {format_ms(pair['pruned_p50_ms'])} pruned)"
     if pair["slower"]:
         return (
             f"{where}: PRUNED IS SLOWER than dense: {speedup:.2f}x {timing}{flops}. "
@@ -129,9 +132,10 @@ def notes(data: dict[str, Any]) -> list[str]:
             lines.append(f"{tag}: {row['status']}: {row['error']}")
             continue
         if row["dispersion_high"]:
+            why = dispersion_reason(row["p50_ms"], row["p90_ms"], row["cv"]) or "flagged when measured"
             lines.append(
-                f"{tag}: high dispersion (p90 {row['p90_ms']:.3f} ms vs p50 {row['p50_ms']:.3f} ms, "
-                f"cv {row['cv']:.2f}); small differences are not reliable."
+                f"{tag}: high dispersion: {why} (p50 {format_ms(row['p50_ms'])}, "
+                f"p90 {format_ms(row['p90_ms'])}); small differences are not reliable."
             )
         if row.get("capped"):
             lines.append(f"{tag}: stopped at the time cap before the minimum count/time was reached.")
@@ -170,7 +174,8 @@ def to_markdown(data: dict[str, Any]) -> str:
             verdict_text = "**SLOWER**" if p["slower"] else (p["verdict"] or p["status"])
             out.append(
                 f"| {p['runtime']} | {_fmt(p['provider'])} | {p['format']} | {_fmt(p['precision'])} | "
-                f"{p['batch']} | {_fmt(p['dense_p50_ms'])} | {_fmt(p['pruned_p50_ms'])} | "
+                f"{p['batch']} | {_fmt(p['dense_p50_ms'], 'dense_p50_ms')} | "
+                f"{_fmt(p['pruned_p50_ms'], 'pruned_p50_ms')} | "
                 f"{_fmt(p['speedup_p50'])} | {_fmt(p['flops_ratio'])} | {_fmt(p['efficiency'])} | "
                 f"{verdict_text} |"
             )
@@ -197,7 +202,8 @@ def to_markdown(data: dict[str, Any]) -> str:
     out += [
         "",
         "Latency: one call at the given batch; throughput = batch x 1000 / p50_ms (samples/s); "
-        "peak RSS is the benchmark process's maximum so far. See docs/bench.md.",
+        "latencies in ms to 4 significant digits; peak RSS (MB = 10^6 bytes) is the benchmark process's "
+        "maximum so far. See docs/bench.md.",
         "",
     ]
     return "\n".join(out)

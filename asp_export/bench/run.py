@@ -26,6 +26,7 @@ from asp_export.bench.providers import PROVIDER_CHOICES
 from asp_export.bench.runtimes import (
     ORT_ALLOW_SPINNING,
     RUNTIMES,
+    FixedBatchError,
     Loaded,
     detect_format,
     runtime_for_format,
@@ -40,6 +41,7 @@ from asp_export.bench.stats import (
 )
 from asp_export.errors import RunDirError, UserInputError, unknown_name_error
 from asp_export.rundir import RunDir, read_json
+from asp_export.units import format_ms
 from asp_export.versions import asp_version, machine_info, package_versions
 
 log = logging.getLogger(__name__)
@@ -287,17 +289,23 @@ def run_bench(config: BenchConfig) -> BenchResult:
     for runtime_name in config.selected_runtimes:
         runtime = RUNTIMES[runtime_name]
         for group in _groups([t for t in targets if t.runtime == runtime_name]):
-            for batch in config.batches:
+            fixed: dict[Path, int] = {}  # files that refused a batch: their fixed batch
+            pending, done = list(config.batches), []
+            while pending:
+                batch = pending.pop(0)
+                done.append(batch)
                 if not runtime.available():
                     error = f"{runtime.module} is not installed here; {runtime.install_hint}"
                     rows.extend(
                         _row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group
                     )
                     continue
-                group_rows, pair = _bench_group(group, runtime_name, batch, threads, config)
+                group_rows, pair = _bench_group(group, runtime_name, batch, threads, config, fixed)
                 rows.extend(group_rows)
                 if pair is not None:
                     pairs.append(pair)
+                if not pending:
+                    pending = _fixed_batches_left(group, rows, fixed, done)
 
     _refuse_unloadable_files(targets, rows, config)
     profiles = _profiles(targets, config, threads) if config.profile else []
@@ -337,9 +345,21 @@ def _refuse_unloadable_files(targets: list[Target], rows: list[dict[str, Any]], 
         return
     if all(str(target.path) in named for target in targets):
         first = rows[0]
-        raise UserInputError(
-            f"{first['path']} cannot be loaded (truncated or not a model file?): {first['error']}"
-        )
+        raise UserInputError(f"{first['path']} cannot be loaded: {first['error']}")
+
+
+def _fixed_batches_left(
+    group: list[Target], rows: list[dict[str, Any]], fixed: dict[Path, int], batches: list[int]
+) -> list[int]:
+    """Fixed batches of files that ran at none of the asked batches: timed there rather than not at all."""
+    timed = {row["path"] for row in rows if row["status"] != "load_failed"}
+    untimed = {fixed[t.path] for t in group if t.path in fixed and str(t.path) not in timed}
+    extra = sorted(untimed - set(batches))
+    for batch in extra:
+        names = ", ".join(t.path.name for t in group if fixed.get(t.path) == batch)
+        log.warning("%s: fixed batch %d, cannot run at batch %s; timing batch %d instead", names, batch,
+                    ", ".join(map(str, batches)), batch)  # fmt: skip
+    return extra
 
 
 def _groups(targets: list[Target]) -> list[list[Target]]:
@@ -352,7 +372,12 @@ def _groups(targets: list[Target]) -> list[list[Target]]:
 
 
 def _bench_group(
-    group: list[Target], runtime_name: str, batch: int, threads: int, config: BenchConfig
+    group: list[Target],
+    runtime_name: str,
+    batch: int,
+    threads: int,
+    config: BenchConfig,
+    fixed: dict[Path, int] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     runtime = RUNTIMES[runtime_name]
     loaded: dict[int, tuple[Loaded, float]] = {}
@@ -362,6 +387,8 @@ def _bench_group(
         try:
             model = runtime.load(target.path, batch=batch, threads=threads, provider=config.provider)
         except Exception as err:  # noqa: BLE001 - one broken file must not stop the others
+            if isinstance(err, FixedBatchError) and fixed is not None:
+                fixed[target.path] = err.fixed
             log.warning(
                 "%s: %s could not be loaded at batch %d: %s", runtime_name, target.path, batch, _one_line(err)
             )
@@ -572,9 +599,10 @@ def profile_file_name(target: Target) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of THIS process so far (ru_maxrss), in MiB: it only grows, across all rows."""
+    """Peak resident memory of THIS process so far (ru_maxrss) in MB (10^6 bytes, asp_export/units.py);
+    it only grows, across all rows."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+    return (peak if sys.platform == "darwin" else peak * 1024) / 1e6  # bytes on macOS, KiB on Linux
 
 
 def gpu_name() -> str | None:
@@ -605,15 +633,15 @@ def _one_line(err: BaseException) -> str:
 def _log_row(row: dict[str, Any]) -> None:
     if row["status"] == "ok":
         log.info(
-            "%-11s %-22s %-6s %-5s %-8s b=%-3d p50 %8.3f ms  p90 %8.3f ms  n=%d%s",
+            "%-11s %-22s %-6s %-5s %-8s b=%-3d p50 %11s  p90 %11s  n=%d%s",
             row["runtime"],
             row["provider"],
             row["model"][:6],
             row["format"],
             row["precision"] or "-",
             row["batch"],
-            row["p50_ms"],
-            row["p90_ms"],
+            format_ms(row["p50_ms"]),
+            format_ms(row["p90_ms"]),
             row["n_iter"],
             "  (noisy)" if row["dispersion_high"] else "",
         )

@@ -82,11 +82,15 @@ def _batched_shape(name: str, dims: list[Any], batch: int) -> list[int]:
     return [batch, *(int(d) for d in rest)]
 
 
-def _fixed_batch_hint(fixed: int, batch: int) -> str:
-    return (
-        f"the file was exported with a fixed batch of {fixed} and cannot run at batch {batch}; "
-        "re-export with `asp export --batch dynamic` (or bench with --batch " + str(fixed) + ")"
-    )
+class FixedBatchError(ValueError):
+    """The file was exported with a fixed batch (`fixed`) and cannot run at the batch asked for."""
+
+    def __init__(self, fixed: int, batch: int, detail: str = "") -> None:
+        self.fixed = fixed
+        super().__init__(
+            f"the file was exported with a fixed batch of {fixed} and cannot run at batch {batch}; "
+            f"re-export with `asp export --batch dynamic` (or bench with --batch {fixed}){detail}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,7 +132,7 @@ def ort_feeds(session: Any, batch: int) -> dict[str, np.ndarray]:
             raise ValueError(f"input {node.name!r} has type {node.type}, which asp bench cannot fill")
         fixed = node.shape[0] if node.shape else None
         if isinstance(fixed, int) and fixed > 0 and fixed != batch:
-            raise ValueError(_fixed_batch_hint(fixed, batch))
+            raise FixedBatchError(fixed, batch)
         feeds[node.name] = _random_input(_batched_shape(node.name, node.shape, batch), _ORT_DTYPES[node.type])
     return feeds
 
@@ -192,7 +196,7 @@ def load_tflite(path: str | Path, *, batch: int, threads: int | None, provider: 
         if fixed is None:
             raise
         # Reshape ops of a fixed-batch file often bake the batch in; resizing the input cannot fix them.
-        raise ValueError(f"{_fixed_batch_hint(fixed, batch)} (resizing failed: {err})") from None
+        raise FixedBatchError(fixed, batch, f" (resizing failed: {err})") from None
     for detail in interpreter.get_input_details():
         scale, zero_point = detail.get("quantization", (0.0, 0))
         value = _random_input(list(detail["shape"]), np.dtype(detail["dtype"]), scale, int(zero_point))

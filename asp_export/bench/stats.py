@@ -159,8 +159,23 @@ def clip_outliers(samples: np.ndarray, k: float = 3.0) -> np.ndarray:
 
 def is_dispersion_high(p50: float, p90: float, cv: float) -> bool:
     """True when the distribution is too wide to trust small differences (see module constants)."""
+    return dispersion_reason(p50, p90, cv) is not None
+
+
+def dispersion_reason(p50: float, p90: float, cv: float) -> str | None:
+    """The measure(s) that crossed their limit, in words; None when the row is not noisy.
+
+    Example:
+        >>> dispersion_reason(1.0, 1.4, 0.02)
+        'p90 is 40 % above p50 (limit 25 %)'
+    """
     spread = (p90 - p50) / p50 if p50 > 0 else 0.0
-    return spread > DISPERSION_SPREAD or cv > DISPERSION_CV
+    reasons = []
+    if spread > DISPERSION_SPREAD:
+        reasons.append(f"p90 is {100 * spread:.0f} % above p50 (limit {100 * DISPERSION_SPREAD:.0f} %)")
+    if cv > DISPERSION_CV:
+        reasons.append(f"cv {cv:.2f} after outlier clipping (limit {DISPERSION_CV:.2f})")
+    return "; ".join(reasons) or None
 
 
 def speedup_interval(

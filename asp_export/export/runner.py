@@ -48,6 +48,7 @@ from asp_export.export.parity import (
     reference_compute,
 )
 from asp_export.export.source import ExportSource, Samples, load_model, resolve_source
+from asp_export.units import format_bytes
 from asp_export.versions import asp_version
 
 log = logging.getLogger(__name__)
@@ -227,7 +228,7 @@ def export_run(
                 precision,
                 model_file.kind,
                 entry["path"],
-                _human_size(entry["size_bytes"]),
+                format_bytes(entry["size_bytes"]),
                 parity.summary(),
             )
 
@@ -460,9 +461,3 @@ def _input_metadata(src: ExportSource, shape, layout: str) -> dict[str, str]:
         "input_shape": "N," + ",".join(str(d) for d in dims),
         "preprocessing": src.preprocessing(shape, layout),
     }
-
-
-def _human_size(n: int) -> str:
-    if n < 1024 * 1024:
-        return f"{n / 1024:.0f} KB"
-    return f"{n / 1024 / 1024:.1f} MB"
