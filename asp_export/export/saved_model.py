@@ -82,6 +82,7 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
 
     function, name, spec, out_name, _ = _signature(path)
     batch = spec.shape[0]
+
     def run(chunk: np.ndarray) -> np.ndarray:
         return function(**{name: tf.constant(chunk)})[out_name].numpy()
 
