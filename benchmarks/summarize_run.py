@@ -21,6 +21,10 @@ def _pct(x):
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
+def _two(x) -> str:
+    return "-" if x is None else f"{x:.2f}"  # efficiency is null where no FLOPs were cut
+
+
 def main(run: Path) -> None:
     report = _load(run / "report.json")
     manifest = _load(run / "export" / "manifest.json")
@@ -80,7 +84,7 @@ def main(run: Path) -> None:
                 f"| {pair['runtime']} | {pair['format']} | {pair.get('precision') or ''} | {pair['batch']} | "
                 f"{pair.get('dense_p50_ms', float('nan')):.3f} | "
                 f"{pair.get('pruned_p50_ms', float('nan')):.3f} | "
-                f"{pair['speedup_p50']:.2f}x | {pair['flops_ratio']:.2f} | {pair['efficiency']:.2f} |"
+                f"{pair['speedup_p50']:.2f}x | {pair['flops_ratio']:.2f} | {_two(pair.get('efficiency'))} |"
             )
 
 

@@ -141,7 +141,7 @@ def test_bench_json_has_the_contract_fields_and_pairs_dense_with_pruned(pair_fil
         assert pair["speedup_p50"] == pytest.approx(dense["p50_ms"] / pruned["p50_ms"])
         assert pair["flops_ratio"] == pytest.approx(expected_flops(16) / expected_flops(4))
         assert pair["efficiency"] == pytest.approx(pair["speedup_p50"] / pair["flops_ratio"])
-        assert pair["slower"] == (pair["speedup_p50"] < 1)
+        assert pair["slower"] == (pair["verdict"] == "slower")  # one noise rule: the verdict's
     assert result.out_dir == tmp_path / "bench"
 
 
@@ -314,6 +314,12 @@ def test_outputs_are_written_and_refused_without_force(pair_files, tmp_path):
 
 
 def test_no_tensorflow_import_on_the_onnx_path(pair_files, tmp_path):
+    # an export manifest beside the files says the pruned one failed parity: bench marks it, still without TF
+    export_dir = pair_files[0].parent
+    failed = {"passed": False, "top1_agreement": 0.5}
+    path = f"{export_dir.name}/pruned.onnx"
+    files = [{"model": "pruned", "format": "onnx", "path": path, "parity": failed}]
+    (export_dir / "manifest.json").write_text(json.dumps({"schema_version": 1, "files": files}))
     script = textwrap.dedent(
         f"""
         import sys, importlib.abc
@@ -343,8 +349,10 @@ def test_no_tensorflow_import_on_the_onnx_path(pair_files, tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "ATTEMPTS [] LOADED []" in proc.stdout
-    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
-    assert {r["status"] for r in rows} == {"ok"}
+    data = json.loads((tmp_path / "o" / "bench.json").read_text())
+    assert {r["status"] for r in data["rows"]} == {"ok"}
+    assert {r["model"]: r["parity_failed"] for r in data["rows"]} == {"dense": False, "pruned": True}
+    assert data["pairs"][0]["parity_failed"] == ["pruned"]
 
 
 def test_cli_on_a_run_dir_exits_0_and_prints_the_speedup(run_dir):

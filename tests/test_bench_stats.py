@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from asp_export.bench.report import pair_sentence, to_markdown
 from asp_export.bench.run import pair_math, verdict
 from asp_export.bench.stats import (
     TimingPolicy,
@@ -140,14 +141,68 @@ def test_policy_rejects_nonsense():
 
 
 def test_pair_math_speedup_efficiency_and_slower_flag():
-    assert pair_math(dense_p50_ms=6.0, pruned_p50_ms=2.0, flops_ratio=4.0) == {
+    assert pair_math(dense_p50_ms=6.0, pruned_p50_ms=2.0, flops_ratio=4.0, interval=(2.8, 3.2)) == {
         "speedup_p50": pytest.approx(3.0),
         "efficiency": pytest.approx(0.75),
+        "verdict": "faster",
         "slower": False,
     }
-    slower = pair_math(dense_p50_ms=1.0, pruned_p50_ms=1.25, flops_ratio=2.1)
+    slower = pair_math(dense_p50_ms=1.0, pruned_p50_ms=1.25, flops_ratio=2.1, interval=(0.7, 0.9))
     assert slower["slower"] and slower["speedup_p50"] == pytest.approx(0.8)
     assert pair_math(2.0, 1.0, None)["efficiency"] is None
+
+
+def test_efficiency_only_where_flops_were_cut():
+    # lenet5 that pruned nothing: dense and pruned FLOPs equal, so no share of a cut "became time"
+    same = pair_math(dense_p50_ms=0.704, pruned_p50_ms=0.683, flops_ratio=1.0, interval=(1.01, 1.05))
+    assert same["efficiency"] is None and same["verdict"] == "faster"
+    assert pair_math(1.0, 1.0, 0.5)["efficiency"] is None  # more FLOPs: no cut either
+    sentence = pair_sentence({**_pair(1.0), **same})
+    assert "no FLOPs were cut" in sentence and "became time" not in sentence
+
+
+def test_one_noise_rule_for_every_verdict_and_sentence():
+    # 0.704 vs 0.705 ms, rounds on both sides of 1: within noise, never "PRUNED IS SLOWER"
+    tiny = pair_math(dense_p50_ms=0.704, pruned_p50_ms=0.705, flops_ratio=2.0, interval=(0.97, 1.03))
+    assert tiny["verdict"] == "within noise" and tiny["slower"] is False
+    sentence = pair_sentence({**_pair(2.0), **tiny})
+    assert "SLOWER" not in sentence and "within noise" in sentence and "faster" not in sentence
+    markdown = to_markdown(_bench_data([{**_pair(2.0), **tiny}]))
+    assert "**SLOWER**" not in markdown
+    assert pair_math(0.704, 0.705, 2.0)["verdict"] == "within noise"  # no rounds: nothing to tell apart
+    really = pair_math(dense_p50_ms=0.5, pruned_p50_ms=0.8, flops_ratio=2.0, interval=(0.55, 0.7))
+    assert "PRUNED IS SLOWER" in pair_sentence({**_pair(2.0), **really})
+    assert "**SLOWER**" in to_markdown(_bench_data([{**_pair(2.0), **really}]))
+
+
+def _pair(flops_ratio: float) -> dict:
+    return {
+        "runtime": "onnxruntime",
+        "provider": "CPUExecutionProvider",
+        "format": "onnx",
+        "precision": "fp32",
+        "batch": 1,
+        "status": "ok",
+        "dense_p50_ms": 0.704,
+        "pruned_p50_ms": 0.705,
+        "flops_ratio": flops_ratio,
+        "parity_failed": [],
+    }
+
+
+def _bench_data(pairs: list) -> dict:
+    machine = {"cpu": "test", "cpu_count": 2}
+    settings = {"threads": 1, "provider": "cpu", "warmup": 1, "min_iterations": 3, "min_time_s": 0}
+    settings.update(max_time_s=1, block=1)
+    return {
+        "source": "t",
+        "created_utc": "now",
+        "machine": machine,
+        "versions": {},
+        "settings": settings,
+        "pairs": pairs,
+        "rows": [],
+    }
 
 
 def test_verdict_claims_faster_only_when_nine_rounds_in_ten_agree():

@@ -162,3 +162,56 @@ def test_saved_model_stores_each_weight_once(exported, tmp_path):
     assert artifact_size(path) <= 1.05 * onnx_size, (artifact_size(path), onnx_size)
     result = check_file(FORMATS["saved_model"], path, x, keras_logits(model, x), default_tolerance("fp32"))
     assert result.passed, result.failures
+
+
+def test_bench_marks_a_file_that_failed_parity_and_check_fails_its_speedup(tmp_path):
+    import json
+    import shutil
+
+    from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
+    from asp_export.check import run_check, write_baseline
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for kind in ("dense", "pruned"):
+        _net(run / f"{kind}.keras")
+    export_run(run / "dense.keras", ExportOptions(formats=("onnx",), parity_samples=8))
+    strict = ExportOptions(formats=("onnx",), parity_samples=8, rtol=0.0)  # any float difference fails
+    result = export_run(run / "pruned.keras", strict, strict=False)
+    assert not result.ok and result.failed_files[0]["model"] == "pruned"
+
+    export = run / "export"
+    config = BenchConfig(
+        inputs=(str(export / "dense.onnx"), str(export / "pruned.onnx")),
+        runtimes=("onnxruntime",),
+        provider="cpu",
+        batches=(1,),
+        threads=1,
+        policy=TimingPolicy(warmup=1, min_iterations=3, min_time_s=0.0, block=1),
+        out=str(run / "bench"),
+    )
+    data = run_bench(config).data
+    write_outputs(data, run / "bench")
+    assert {r["model"]: r["parity_failed"] for r in data["rows"]} == {"dense": False, "pruned": True}
+    (pair,) = data["pairs"]
+    assert pair["parity_failed"] == ["pruned"]
+    markdown = (run / "bench" / "bench.md").read_text()
+    assert "PRUNED FAILED EXPORT PARITY" in markdown and "ok PARITY FAILED" in markdown
+
+    # A baseline from the same run with parity passing; the real run must fail the speedup row.
+    good = tmp_path / "good"
+    shutil.copytree(run, good)
+    for name, edit in (("export/manifest.json", "files"), ("bench/bench.json", "pairs")):
+        doc = json.loads((good / name).read_text())
+        for item in doc[edit]:
+            if edit == "files":
+                item["parity"]["passed"], item["parity"]["failures"] = True, []
+            else:
+                item["parity_failed"] = []
+        (good / name).write_text(json.dumps(doc))
+    write_baseline(good, tmp_path / "baseline.json")
+    report = run_check(run, tmp_path / "baseline.json")
+    failed = {r.name: r.message for r in report.failures}
+    speedup = next(name for name in failed if name.startswith("speedup_p50["))
+    assert "pruned file failed export parity" in failed[speedup]
+    assert "parity.passed" in failed

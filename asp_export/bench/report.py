@@ -29,6 +29,7 @@ CSV_COLUMNS = (
     "batch",
     "threads",
     "status",
+    "parity_failed",
     *STAT_FIELDS,
     "flops",
     "error",
@@ -88,6 +89,12 @@ def _fmt(value: Any, key: str = "") -> str:
     return str(value)
 
 
+def _cell(row: dict[str, Any], key: str) -> str:
+    """A row's cell; the status of a file that failed export parity says so."""
+    text = _fmt(row.get(key), key)
+    return f"{text} PARITY FAILED" if key == "status" and row.get("parity_failed") else text
+
+
 def pair_sentence(pair: dict[str, Any]) -> str:
     """One plain sentence per dense/pruned pair."""
     parts = (f"{pair['runtime']}/{pair['provider'] or '-'}", pair["format"], pair["precision"])
@@ -102,16 +109,23 @@ def pair_sentence(pair: dict[str, Any]) -> str:
         flops = "; FLOPs ratio unknown"
     elif ratio < 1:
         flops = f"; the pruned model has {1 / ratio:.2f}x MORE FLOPs"
+    elif pair.get("efficiency") is None:
+        flops = "; no FLOPs were cut"
     else:
         flops = f"; FLOPs {ratio:.2f}x fewer, so {pair['efficiency']:.2f} of the FLOPs cut became time"
     timing = f"(p50 {format_ms(pair['dense_p50_ms'])} dense vs {format_ms(pair['pruned_p50_ms'])} pruned)"
-    if pair["slower"]:
+    failed = pair.get("parity_failed")
+    warning = (
+        f" {' and '.join(failed).upper()} FAILED EXPORT PARITY: not a valid comparison." if failed else ""
+    )
+    if pair["verdict"] == "slower":
         return (
             f"{where}: PRUNED IS SLOWER than dense: {speedup:.2f}x {timing}{flops}. "
-            "Check channel alignment (round_to) and the per-op profile."
+            f"Check channel alignment (round_to) and the per-op profile.{warning}"
         )
-    sure = {"faster": "", "within noise": " [within noise: not a reliable speedup]"}.get(pair["verdict"], "")
-    return f"{where}: pruned {speedup:.2f}x faster {timing}{flops}.{sure}"
+    if pair["verdict"] == "faster":
+        return f"{where}: pruned {speedup:.2f}x faster {timing}{flops}.{warning}"
+    return f"{where}: {speedup:.2f}x, within noise: no reliable difference {timing}{flops}.{warning}"
 
 
 def notes(data: dict[str, Any]) -> list[str]:
@@ -128,6 +142,8 @@ def notes(data: dict[str, Any]) -> list[str]:
     for row in data["rows"]:
         tag = " ".join(str(p) for p in (row["runtime"], row["model"], row["format"], row["precision"]) if p)
         tag = f"{tag} batch {row['batch']}"
+        if row.get("parity_failed"):
+            lines.append(f"{tag}: this file FAILED export parity (see export/manifest.json); timed anyway.")
         if row["status"] != "ok":
             lines.append(f"{tag}: {row['status']}: {row['error']}")
             continue
@@ -171,7 +187,9 @@ def to_markdown(data: dict[str, Any]) -> str:
             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for p in data["pairs"]:
-            verdict_text = "**SLOWER**" if p["slower"] else (p["verdict"] or p["status"])
+            verdict_text = "**SLOWER**" if p["verdict"] == "slower" else (p["verdict"] or p["status"])
+            if p.get("parity_failed"):
+                verdict_text += f" · **{'/'.join(p['parity_failed'])} failed parity**"
             out.append(
                 f"| {p['runtime']} | {_fmt(p['provider'])} | {p['format']} | {_fmt(p['precision'])} | "
                 f"{p['batch']} | {_fmt(p['dense_p50_ms'], 'dense_p50_ms')} | "
@@ -185,7 +203,7 @@ def to_markdown(data: dict[str, Any]) -> str:
     cols = _MARKDOWN_COLUMNS
     out += ["", "## Rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in data["rows"]:
-        out.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
+        out.append("| " + " | ".join(_cell(row, c) for c in cols) + " |")
     if data.get("profiles"):
         out += ["", "## Where the time goes (onnxruntime profile)", ""]
         for prof in data["profiles"]:
@@ -245,7 +263,7 @@ def _what(entry: dict[str, Any]) -> str:
 
 
 def _plain_table(data: dict[str, Any]) -> str:
-    cells = [list(_TABLE_COLUMNS)] + [[_fmt(r.get(c), c) for c in _TABLE_COLUMNS] for r in data["rows"]]
+    cells = [list(_TABLE_COLUMNS)] + [[_cell(r, c) for c in _TABLE_COLUMNS] for r in data["rows"]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(_TABLE_COLUMNS))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in cells)
 
@@ -262,7 +280,7 @@ def _rich_table(data: dict[str, Any]) -> str | None:
             col, justify="right" if col.endswith(("_ms", "throughput", "n_iter", "batch")) else "left"
         )
     for row in data["rows"]:
-        table.add_row(*[_fmt(row.get(c), c) for c in _TABLE_COLUMNS])
+        table.add_row(*[_cell(row, c) for c in _TABLE_COLUMNS])
     console = Console(file=io.StringIO(), width=160, color_system=None, record=True)
     console.print(table)
     return console.export_text().rstrip()

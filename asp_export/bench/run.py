@@ -55,7 +55,10 @@ _PRECISION_TOKENS = ("int8", "fp16", "fp32", "float16", "float32")
 
 @dataclass(frozen=True)
 class Target:
-    """One model file to benchmark. `role` (dense|pruned) decides pairing; None = unpaired."""
+    """One model file to benchmark. `role` (dense|pruned) decides pairing; None = unpaired.
+
+    `parity_failed`: the export manifest says this file failed parity (it is timed, and marked).
+    """
 
     model: str
     role: str | None
@@ -63,6 +66,7 @@ class Target:
     precision: str | None
     path: Path
     flops: int | None = None
+    parity_failed: bool = False
 
     @property
     def runtime(self) -> str | None:
@@ -179,6 +183,7 @@ def _run_dir_targets(run: RunDir, runtimes: list[str]) -> list[Target]:
                     flops=flops.get(role)
                     or _entry_flops(entry)
                     or (_onnx_flops(path) if fmt == "onnx" else None),
+                    parity_failed=_parity_failed(entry),
                 )
             )
     elif needs_export:
@@ -206,6 +211,25 @@ def _report_flops(run: RunDir) -> dict[str, int]:
         if isinstance(value, (int, float)) and value > 0:
             found[role] = int(value)
     return found
+
+
+def _parity_failed(entry: dict[str, Any]) -> bool:
+    parity = entry.get("parity")
+    return isinstance(parity, dict) and parity.get("passed") is False
+
+
+def _manifest_says_failed(path: Path) -> bool:
+    """True when the export manifest beside an explicitly named file lists it as failing parity."""
+    manifest = path.parent / "manifest.json"
+    try:
+        files = read_json(manifest, what="export manifest").get("files", []) if manifest.is_file() else []
+    except RunDirError:
+        return False
+    root = manifest.parent.parent  # manifest paths are relative to the export directory's parent
+    return any(
+        isinstance(e, dict) and (root / str(e.get("path"))).resolve() == path.resolve() and _parity_failed(e)
+        for e in files
+    )
 
 
 def _entry_flops(entry: dict[str, Any]) -> int | None:
@@ -247,7 +271,7 @@ def _file_targets(paths: Sequence[Path]) -> list[Target]:
     targets = []
     for path, fmt, precision, role in raw:
         flops = _onnx_flops(path) if fmt == "onnx" else None
-        targets.append(Target(_label(path), role, fmt, precision, path, flops))
+        targets.append(Target(_label(path), role, fmt, precision, path, flops, _manifest_says_failed(path)))
     return targets
 
 
@@ -483,6 +507,7 @@ def _row(
         "status": status,
         "error": error,
         "flops": target.flops,
+        "parity_failed": target.parity_failed,
         "path": str(target.path),
     }
     row.update(dict.fromkeys(STAT_FIELDS))
@@ -517,6 +542,8 @@ def _pair(
         "efficiency": None,
         "slower": None,
         "verdict": None,
+        # roles whose file failed export parity: the speedup compares a file that computes something else
+        "parity_failed": [t.role for t in group if t.role in ROLES and t.parity_failed],
     }
     if dense["flops"] and pruned["flops"]:
         pair["flops_ratio"] = dense["flops"] / pruned["flops"]
@@ -527,35 +554,42 @@ def _pair(
         pair["status"] = "provider_mismatch"
         pair["provider"] = f"{dense['provider']} vs {pruned['provider']}"
         return pair
-    pair.update(pair_math(dense["p50_ms"], pruned["p50_ms"], pair["flops_ratio"]))
     d_m, p_m = measured.get(d_i), measured.get(p_i)
     interval = speedup_interval(d_m.block_medians_ms, p_m.block_medians_ms) if d_m and p_m else None
     if interval:
         pair["speedup_p10_blocks"], pair["speedup_p90_blocks"] = interval
-    pair["verdict"] = verdict(pair["speedup_p50"], interval)
+    pair.update(pair_math(dense["p50_ms"], pruned["p50_ms"], pair["flops_ratio"], interval))
     return pair
 
 
-def pair_math(dense_p50_ms: float, pruned_p50_ms: float, flops_ratio: float | None) -> dict[str, Any]:
-    """speedup_p50 = dense/pruned; efficiency = speedup / flops_ratio; slower when speedup < 1.
+def pair_math(
+    dense_p50_ms: float,
+    pruned_p50_ms: float,
+    flops_ratio: float | None,
+    interval: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """speedup_p50 = dense/pruned; efficiency = speedup / flops_ratio, only where FLOPs were cut;
+    the verdict from the per-round speedup interval, and `slower` exactly when the verdict says so.
 
     Example:
-        >>> pair_math(4.0, 2.0, 4.0)
-        {'speedup_p50': 2.0, 'efficiency': 0.5, 'slower': False}
+        >>> pair_math(4.0, 2.0, 4.0, (1.8, 2.2))
+        {'speedup_p50': 2.0, 'efficiency': 0.5, 'verdict': 'faster', 'slower': False}
     """
     speedup = dense_p50_ms / pruned_p50_ms
-    efficiency = speedup / flops_ratio if flops_ratio else None
-    return {"speedup_p50": speedup, "efficiency": efficiency, "slower": speedup < 1.0}
+    efficiency = speedup / flops_ratio if flops_ratio and flops_ratio > 1.0 else None
+    said = verdict(speedup, interval)
+    return {"speedup_p50": speedup, "efficiency": efficiency, "verdict": said, "slower": said == "slower"}
 
 
 def verdict(speedup_p50: float, interval: tuple[float, float] | None) -> str:
     """`faster` only if 90% of the interleaved rounds agree; `slower` likewise; else `within noise`.
 
-    A pruned model asp calls faster must really be faster, so the bar is the per-round speedup's
-    10th percentile above 1, not the median.
+    The one noise rule of every verdict: a pruned model asp calls faster (or slower) must really be,
+    so the bar is the per-round speedup's 10th percentile above 1 (90th below 1), not the median.
+    Without per-round speedups nothing can be told apart from noise.
     """
     if interval is None:
-        return "slower" if speedup_p50 < 1.0 else "within noise"
+        return "within noise"
     low, high = interval
     if low > 1.0:
         return "faster"

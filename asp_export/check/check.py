@@ -32,6 +32,7 @@ from asp_export.check.metrics import (
     Metric,
     is_number,
     metric_for,
+    parity_failed_pairs,
     parity_failures,
     speedup_spreads,
 )
@@ -63,6 +64,8 @@ class Figures:
     parity_failures: list[str] = field(default_factory=list)
     # speedup name -> (p10, p90) of the per-block speedups asp bench measured, when it recorded them
     speedup_spread: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # speedup name -> roles whose benchmarked file had failed export parity (asp bench marks them)
+    parity_failed_pairs: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[str]:
@@ -101,6 +104,7 @@ def collect(run_dir: str | Path) -> Figures:
                 figures.parity_failures = parity_failures(data)
             if source.key == "bench":
                 figures.speedup_spread = speedup_spreads(data)
+                figures.parity_failed_pairs = parity_failed_pairs(data)
         except FieldError as err:
             raise RunDirError(f"{path}: {err}; re-run `{source.written_by}` to rewrite it.") from None
     if not any(figures.found.values()):
@@ -399,7 +403,7 @@ def compare(
             )
         else:
             rows.append(compare_one(name, metric, baseline.metrics[name], figures.values[name], budget))
-    rows = [_with_detail(r, figures) for r in rows]
+    rows = [_failed_parity(_with_detail(r, figures), figures) for r in rows]
     return CheckReport(figures.run_dir, baseline.path, rows, dict(figures.found), budgets)
 
 
@@ -416,6 +420,15 @@ def allowed_missing(stages: Iterable[str]) -> set[str]:
             raise unknown_name_error("--allow-missing stage", stage, by_stage)
         keys.add(by_stage[stage])
     return keys
+
+
+def _failed_parity(row: Row, figures: Figures) -> Row:
+    """A speedup of files that failed export parity fails, whatever its value or the baseline says."""
+    roles = figures.parity_failed_pairs.get(row.name)
+    if not roles:
+        return row
+    message = f"{' and '.join(roles)} file failed export parity; timing not valid"
+    return replace(row, status=FAIL, message=message)
 
 
 def _with_detail(row: Row, figures: Figures) -> Row:

@@ -311,6 +311,16 @@ def _speedups(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parity_failed_pairs(data: dict[str, Any]) -> dict[str, list[str]]:
+    """Speedup metric name -> roles (dense/pruned) whose timed file had failed export parity."""
+    out = {}
+    for pair in data.get("pairs", []):
+        roles = pair.get("parity_failed")
+        if isinstance(roles, list) and roles:
+            out[f"speedup_p50[{_pair_id(pair)}]"] = [str(r) for r in roles]
+    return out
+
+
 def speedup_spreads(data: dict[str, Any]) -> dict[str, tuple[float, float]]:
     # Not part of the contract's minimum: shown next to a latency failure so a reader can tell
     # a regression from a noisy run, never used to decide.
