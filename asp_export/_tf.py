@@ -31,12 +31,16 @@ def _stderr_fd_silenced():
         os.close(devnull)
 
 
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow and probe its devices with fd 2 silenced (Python errors still raise)."""
-    if "tensorflow" in sys.modules:
-        return
+def import_tensorflow_quietly(*also: str) -> None:
+    """Import TensorFlow (then the modules in `also`, e.g. tf_keras) and probe its devices with fd 2
+    silenced (Python errors, ModuleNotFoundError included, still raise)."""
+    import importlib
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _stderr_fd_silenced():
-        import tensorflow as tf
+        if "tensorflow" not in sys.modules:
+            import tensorflow as tf
 
-        tf.config.list_physical_devices("GPU")
+            tf.config.list_physical_devices("GPU")
+        for name in also:
+            importlib.import_module(name)

@@ -62,7 +62,13 @@ def run_magnitude(options, *, force: bool = False, resume: bool = False) -> dict
     with tempfile.TemporaryDirectory(prefix="asp-magnitude-") as tmp:
         spec_path = Path(tmp) / "spec.json"
         error_path = Path(tmp) / "error.json"
-        spec = {"options": options.to_dict(), "force": force, "resume": resume, "error_file": str(error_path)}
+        spec = {
+            "options": options.to_dict(),
+            "force": force,
+            "resume": resume,
+            "error_file": str(error_path),
+            "log_level": logging.getLogger("asp_export").getEffectiveLevel(),
+        }
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -294,9 +300,14 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     spec = json.loads(Path(argv[0]).read_text())
+    level = spec.get("log_level", logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s")
     try:
+        if level > logging.DEBUG:  # TensorFlow's C++ start-up lines, as the parent keeps them quiet
+            from asp_export._tf import import_tensorflow_quietly
+
+            import_tensorflow_quietly("tf_keras", "tensorflow_model_optimization")
         _worker(spec)
     except AspError as err:
         Path(spec["error_file"]).write_text(json.dumps({"message": str(err), "exit_code": err.exit_code}))

@@ -417,6 +417,21 @@ def _label(row: dict) -> str:
     return f"{row['method']} ({row['scope']})" if row.get("scope") else row["method"]
 
 
+#: What an unstructured method's figures mean (magnitude: TF-MOT zeroes single weights).
+UNSTRUCTURED_NOTE = (
+    "element-wise: its 'reached' is the share of weights set to exactly zero; nothing is removed "
+    "(same params, same FLOPs, no speedup)"
+)
+
+
+def series_label(rows: list[dict]) -> str:
+    """The legend entry of one method's rows; says so when the method changed no structure."""
+    label = _label(rows[0])
+    if any(row.get("structural_change") is False for row in rows):
+        return f"{label} (zeros only: nothing removed)"
+    return label
+
+
 def render_csv(comparison: dict) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -449,11 +464,14 @@ def render_markdown(comparison: dict) -> str:
             continue
         speedup = "" if row["speedup_ort_cpu_b32"] is None else f"{row['speedup_ort_cpu_b32']:.2f}x"
         achieved = "" if row["achieved"] is None else f"{row['achieved']:.3f}"
+        mark = " †" if row.get("structural_change") is False else ""
         lines.append(
-            f"| {_label(row)} | {row['target']:g} | {achieved} | {100 * row['accuracy']:.2f} % | "
+            f"| {_label(row)}{mark} | {row['target']:g} | {achieved} | {100 * row['accuracy']:.2f} % | "
             f"{row['accuracy_drop_pt']:+.2f} | {row['params']:,} | {100 * row['flops_reduction']:.1f} % | "
             f"{row['structure']} | {speedup} |"
         )
+    if any(row.get("structural_change") is False for row in comparison["rows"]):
+        lines += ["", f"† {UNSTRUCTURED_NOTE}."]
     lines.append("")
     return "\n".join(lines)
 
@@ -484,12 +502,11 @@ def plot(comparison: dict, path: Path) -> None:
     methods = sorted({_label(row) for row in rows})
     for axis, (measure, label) in zip(axes[0], axes_spec, strict=True):
         for method in methods:
+            mine = [row for row in rows if _label(row) == method]
             points = sorted(
-                (100 * row[measure], row["accuracy_drop_pt"])
-                for row in rows
-                if _label(row) == method and row.get(measure) is not None
+                (100 * row[measure], row["accuracy_drop_pt"]) for row in mine if row.get(measure) is not None
             )
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=method)
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=series_label(mine))
         axis.axhline(0.0, color="grey", linewidth=0.8)
         axis.set_xlabel(label)
         axis.set_ylabel("accuracy drop vs dense (points)")

@@ -148,3 +148,54 @@ def test_a_failing_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     (row,) = json.loads((out / "comparison.json").read_text())["rows"]
     assert row["status"] == "failed" and "removes no FLOPs" in row["error"]
     assert not (out / "magnitude-flops0.5").exists()
+
+
+def _row(method: str, structural: bool) -> dict:
+    return {
+        "run": f"{method}-sparsity0.5",
+        "method": method,
+        "scope": None,
+        "target": 0.5,
+        "kind": "sparsity",
+        "status": "ok",
+        "achieved": 0.5,
+        "reached": True,
+        "accuracy": 0.9,
+        "accuracy_drop_pt": 1.0,
+        "params": 1000 if structural else 2000,
+        "flops": 10_000 if structural else 20_000,
+        "params_reduction": 0.5 if structural else 0.0,
+        "flops_reduction": 0.5 if structural else 0.0,
+        "structure": "4-8" if structural else "8-16",
+        "speedup_ort_cpu_b32": None,
+        "structural_change": structural,
+    }
+
+
+def test_magnitude_rows_say_they_removed_nothing_on_the_table_and_the_plot(tmp_path, monkeypatch):
+    """Issue 17 item 13: 'reached 0.500' beside unchanged params, and a line at 0 % removed, unexplained."""
+    import matplotlib.figure
+
+    from asp_export.sweep import plot, render_markdown
+
+    comparison = {
+        "model": "lenet5",
+        "data": "digits",
+        "kind": "sparsity",
+        "reference": {"accuracy": 0.91, "params": 2000, "flops": 20_000},
+        "rows": [_row("ssl", True), _row("magnitude", False)],
+    }
+    table = render_markdown(comparison)
+    assert "| ssl | 0.5 |" in table and "| magnitude † | 0.5 |" in table
+    assert "† element-wise: its 'reached' is the share of weights set to exactly zero; nothing" in table
+
+    legends: list[str] = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def spy(figure, *args, **kwargs):
+        legends.extend(t.get_text() for axis in figure.axes for t in axis.get_legend().get_texts())
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    plot(comparison, tmp_path / "comparison.png")
+    assert set(legends) == {"ssl", "magnitude (zeros only: nothing removed)"}
