@@ -215,3 +215,21 @@ def test_bench_marks_a_file_that_failed_parity_and_check_fails_its_speedup(tmp_p
     speedup = next(name for name in failed if name.startswith("speedup_p50["))
     assert "pruned file failed export parity" in failed[speedup]
     assert "parity.passed" in failed
+
+
+def test_a_simplified_file_the_runtime_cannot_run_is_rejected_not_a_crash(tmp_path, monkeypatch):
+    from asp_export.export import onnx as onnx_export
+
+    real_predict = onnx_export.predict
+
+    def predict(path, x):  # the runtime chokes on onnxslim's graph only
+        if "Shape" not in _ops(path):
+            raise RuntimeError("unsupported node")
+        return real_predict(path, x)
+
+    _net(tmp_path / "net.keras")
+    monkeypatch.setattr(onnx_export, "predict", predict)
+    result = export_run(tmp_path / "net.keras", ExportOptions(formats=("onnx",), parity_samples=8))
+    (entry,) = result.entries
+    assert result.ok and entry["simplified"] is False
+    assert DYNAMIC_CHAIN <= set(_ops(tmp_path / "export" / "net.onnx"))

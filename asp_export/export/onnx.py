@@ -103,8 +103,12 @@ def simplify(path: Path, accept: Callable[[Path], bool]) -> bool:
         True when the simplified graph replaced the file.
     """
     import onnx
-    import onnxslim
 
+    try:
+        import onnxslim
+    except ImportError:  # a dependency, but a broken environment must not fail the export
+        log.warning("onnxslim is not importable (pip install onnxslim); %s keeps tf2onnx's graph", path.name)
+        return False
     original = onnx.load(str(path))
     try:
         with quiet():

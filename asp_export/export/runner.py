@@ -306,7 +306,9 @@ def _export_file(
     parity = _run_parity(judge, path, fmt.key, ref.data)
     simplified = False
     if options.simplify and parity.passed and hasattr(module, "simplify"):
-        simplified = module.simplify(path, lambda candidate: judge(candidate).passed)
+        simplified = module.simplify(
+            path, lambda candidate: _run_parity(judge, candidate, fmt.key, ref.data).passed
+        )
         if simplified:
             parity = judge(path)
     entry: dict[str, Any] = {
