@@ -6,6 +6,7 @@ Every corrupt-input case must raise DataError naming the offending file; nothing
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import pickle
@@ -307,6 +308,70 @@ def test_real_mnist_has_the_canonical_counts():
     ds = load_dataset("mnist", data_dir=SHARED_MNIST, val_fraction=0.0)
     assert (ds.n_train, ds.n_val, ds.n_test, ds.input_shape) == (60_000, 0, 10_000, (28, 28, 1))
     assert np.bincount(ds.labels("test")).tolist()[:3] == [980, 1135, 1032]
+
+
+# --- checksums of the official IDX files (issue 17 item 7) ----------------------------------
+
+_IDX_KEYS = {
+    "train-images-idx3-ubyte": "train_images",
+    "train-labels-idx1-ubyte": "train_labels",
+    "t10k-images-idx3-ubyte": "test_images",
+    "t10k-labels-idx1-ubyte": "test_labels",
+}
+
+
+def _digests(root: Path, *, uncompressed: bool) -> dict[str, str]:
+    """Computed here, independently of asp: sha256 of each file's uncompressed bytes, or md5 of the
+    file as stored (the published kind for .gz files)."""
+    out = {}
+    for base, key in _IDX_KEYS.items():
+        path = next(root.glob(base + "*"))
+        data = path.read_bytes()
+        if uncompressed:
+            out[key] = hashlib.sha256(gzip.decompress(data) if path.suffix == ".gz" else data).hexdigest()
+        else:
+            out[key] = hashlib.md5(data).hexdigest()
+    return out
+
+
+@pytest.mark.parametrize(("gz", "uncompressed"), [(False, True), (True, True), (True, False)])
+def test_fashion_mnist_pointed_at_mnist_files_is_refused_naming_mnist(
+    tmp_path, monkeypatch, gz, uncompressed
+):
+    """A .gz is recognised by the checksum of its content too: any gzip of the official files."""
+    from asp_export.data import idx
+
+    make_idx_dir(tmp_path, gz=gz)
+    table = {digest: ("mnist", key) for key, digest in _digests(tmp_path, uncompressed=uncompressed).items()}
+    monkeypatch.setattr(idx, "KNOWN_FILES", table)  # the files this test wrote play the official MNIST
+    with pytest.raises(
+        DataError, match=r"official MNIST file train-images-idx3-ubyte, not Fashion-MNIST.*--data mnist"
+    ):
+        load_dataset("fashion-mnist", data_dir=tmp_path)
+    assert load_dataset("mnist", data_dir=tmp_path).n_test == 10
+
+
+def test_official_files_in_the_wrong_place_and_unknown_files_are_named(tmp_path, monkeypatch, caplog):
+    from asp_export.data import idx
+
+    make_idx_dir(tmp_path, gz=False)
+    with caplog.at_level("WARNING"):
+        load_dataset("mnist", data_dir=tmp_path)  # files nobody published: used, with a warning
+    assert "train-images-idx3-ubyte, train-labels-idx1-ubyte" in caplog.text
+    assert "match no published MNIST checksum" in caplog.text
+    digests = _digests(tmp_path, uncompressed=True)
+    table = {digests["train_labels"]: ("mnist", "test_labels")}
+    monkeypatch.setattr(idx, "KNOWN_FILES", table)
+    with pytest.raises(
+        DataError, match="official MNIST file t10k-labels-idx1-ubyte, found where train-labels"
+    ):
+        load_dataset("mnist", data_dir=tmp_path)
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"real MNIST not present at {SHARED_MNIST}")
+def test_real_mnist_files_given_as_fashion_mnist_are_refused():
+    with pytest.raises(DataError, match="official MNIST file .* not Fashion-MNIST"):
+        load_dataset("fashion-mnist", data_dir=SHARED_MNIST)
 
 
 # --- CIFAR binary -------------------------------------------------------------------------

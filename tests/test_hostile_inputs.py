@@ -257,6 +257,43 @@ def test_hostile_input_gets_one_line_and_the_contract_exit_code(kit, argv, exit_
     assert not (kit / "o").exists(), "a run directory was created for bad input"
 
 
+def test_fashion_mnist_pointed_at_mnist_files_is_refused_naming_mnist(tmp_path, monkeypatch):
+    """Issue 17 item 7, through the CLI; files written here stand in for the official MNIST ones."""
+    from asp_export.data import idx
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    table = {}
+    for key, base in idx.FILES.items():
+        count = 20 if key.startswith("train") else 10
+        if key.endswith("images"):
+            raw = struct.pack(">iiii", 2051, count, 16, 16) + bytes(range(256)) * count
+        else:
+            raw = struct.pack(">ii", 2049, count) + bytes(i % 10 for i in range(count))
+        (data / base).write_bytes(raw)
+        table[hashlib.sha256(raw).hexdigest()] = ("mnist", key)
+    monkeypatch.setattr(idx, "KNOWN_FILES", table, raising=False)
+    out = tmp_path / "o"
+    argv = [
+        "prune",
+        "--model",
+        "tiny_cnn",
+        "--data",
+        "fashion-mnist",
+        "--data-dir",
+        str(data),
+        "--out",
+        str(out),
+    ]
+
+    result = CliRunner().invoke(cli, argv)
+
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "is the official MNIST file" in errors[0], result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
 def test_the_catalogue_has_at_least_twenty_cases():
     assert len(CASES) >= 20
 

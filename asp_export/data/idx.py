@@ -9,6 +9,7 @@ its bytes are used, and a bad file is reported by path together with what was ex
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import struct
 import zlib
@@ -32,6 +33,26 @@ FILES = {
     "test_labels": "t10k-labels-idx1-ubyte",
 }
 _EXPECTED_LAYOUT = ", ".join(f"{n}[.gz]" for n in FILES.values())
+
+# The official files, by checksum -> (dataset, file). md5 of the .gz files as published (torchvision's
+# MNIST and FashionMNIST resource lists), and sha256 of the *uncompressed* MNIST files (computed from
+# the official files; the same whatever gzip produced a .gz). No checksum of uncompressed Fashion-MNIST
+# files is published, so raw Fashion-MNIST files are accepted unverified (docs/data.md).
+KNOWN_FILES: dict[str, tuple[str, str]] = {
+    "f68b3c2dcbeaaa9fbdd348bbdeb94873": ("mnist", "train_images"),
+    "d53e105ee54ea40749a09fcbcd1e9432": ("mnist", "train_labels"),
+    "9fb629c4189551a2d022fa330f9573f3": ("mnist", "test_images"),
+    "ec29112dd5afa0611ce80d1b7f02629c": ("mnist", "test_labels"),
+    "8d4fb7e6c68d591d4c3dfef9ec88bf0d": ("fashion-mnist", "train_images"),
+    "25c81989df183df01b3e8a0aad5dffbe": ("fashion-mnist", "train_labels"),
+    "bef4ecab320f06d8554ea6380940ec79": ("fashion-mnist", "test_images"),
+    "bb300cfdad3c16e7a12a480ee83cd310": ("fashion-mnist", "test_labels"),
+    "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db": ("mnist", "train_images"),
+    "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5": ("mnist", "train_labels"),
+    "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7": ("mnist", "test_images"),
+    "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2": ("mnist", "test_labels"),
+}
+_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
 CLASS_NAMES = {
     "mnist": tuple(str(d) for d in range(10)),
@@ -159,6 +180,7 @@ def load_idx_source(name: str, data_dir: str | None) -> SourceData:
         files = find_idx_files(data_dir)
         x_train, y_train = _read_pair(files["train_images"], files["train_labels"], len(class_names))
         x_test, y_test = _read_pair(files["test_images"], files["test_labels"], len(class_names))
+        verify_files(name, files)  # after the format checks, which name a broken file precisely
         if x_train.shape[1:] != x_test.shape[1:]:
             raise DataError(
                 f"{files['test_images']}: images are {x_test.shape[1:3]} but the training images are "
@@ -172,6 +194,44 @@ def load_idx_source(name: str, data_dir: str | None) -> SourceData:
         class_names=class_names,
         resolved_data_dir=resolved,
     )
+
+
+def identify(path: Path) -> tuple[str, str] | None:
+    """(dataset, file key) when `path` is an official MNIST/Fashion-MNIST file, else None."""
+    data = path.read_bytes()
+    found = KNOWN_FILES.get(hashlib.md5(data, usedforsecurity=False).hexdigest())
+    if found is None and data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)  # read_idx has already accepted the file
+    return found or KNOWN_FILES.get(hashlib.sha256(data).hexdigest())
+
+
+def verify_files(name: str, files: dict[str, Path]) -> None:
+    """Refuse official files of another dataset (or in the wrong place); warn when none is official."""
+    unknown = []
+    for key, path in files.items():
+        found = identify(path)
+        if found is None:
+            unknown.append(path.name)
+        elif found[0] != name:
+            raise DataError(
+                f"{path}: is the official {_TITLES[found[0]]} file {FILES[found[1]]}, not {_TITLES[name]}; "
+                f"point --data-dir at the {_TITLES[name]} files, or use --data {found[0]}."
+            )
+        elif found[1] != key:
+            raise DataError(
+                f"{path}: is the official {_TITLES[name]} file {FILES[found[1]]}, found where "
+                f"{FILES[key]} belongs; give each file its official name."
+            )
+    if unknown:
+        where = next(iter(files.values())).parent
+        log.warning(
+            "%s: %s match no published %s checksum (not the official files, or uncompressed "
+            "Fashion-MNIST); using them as %s",
+            where,
+            ", ".join(unknown),
+            _TITLES[name],
+            name,
+        )
 
 
 def _first_line(err: BaseException) -> str:
