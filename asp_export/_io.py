@@ -2,6 +2,7 @@
 
 Leaf module. Every artifact asp produces goes through `atomic_path` or one of
 the helpers built on it, so a killed run never leaves a file that looks done.
+Also `stderr_fd_captured`: what C++ libraries print to file descriptor 2.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +100,35 @@ def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class CapturedText:
+    """What `stderr_fd_captured` caught; `text` is filled when the block ends."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def stderr_fd_captured() -> Iterator[CapturedText]:
+    """Redirect file descriptor 2 into a temporary file for the block and keep what was written.
+
+    C++ libraries (TensorFlow, onnxruntime) write to fd 2 directly, below `sys.stderr`, so
+    `contextlib.redirect_stderr` cannot catch them. Without a real fd 2 nothing is captured.
+    """
+    captured = CapturedText()
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): capture nothing
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", errors="replace")

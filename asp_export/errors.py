@@ -47,6 +47,10 @@ class ExportError(AspError):
     """A converter failed or a written file does not match the Keras model."""
 
 
+class ProviderError(AspError):
+    """A GPU execution provider asked for in strict mode could not run (nothing fell back to the CPU)."""
+
+
 class CheckFailed(AspError):
     """`asp check` found a regression beyond its budget."""
 

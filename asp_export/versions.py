@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from importlib import metadata
 
 TRACKED_PACKAGES = (
@@ -55,3 +57,34 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def gpu_name() -> str | None:
+    """Name of the first NVIDIA GPU from nvidia-smi, or None when there is none (or no driver)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return names[0] if names else None
+
+
+def visible_gpu() -> str | None:
+    """The NVIDIA GPU this process may use: `gpu_name()`, unless CUDA_VISIBLE_DEVICES hides every GPU.
+
+    Without TensorFlow or onnxruntime: it is how asp tells "this machine has a GPU the library did
+    not use" (a warning) from "no GPU here" or "GPUs deliberately hidden" (nothing to say).
+    """
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1", "NoDevFiles"):
+        return None
+    return gpu_name()

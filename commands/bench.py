@@ -66,7 +66,16 @@ def _parse_batches(value: str) -> tuple[int, ...]:
     show_default=True,
     help="What to print; all files are always written.",
 )
-@click.option("--profile", is_flag=True, help="Also write an onnxruntime per-op-type profile per .onnx file.")
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Also write an onnxruntime per-op-type profile per .onnx file, with nodes counted per provider.",
+)
+@click.option(
+    "--strict-provider",
+    is_flag=True,
+    help="onnxruntime must run on a GPU provider, no node on the CPU (for CI); else exit 1.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing benchmark in --out.")
 def command(
     inputs,
@@ -81,6 +90,7 @@ def command(
     out,
     fmt,
     profile,
+    strict_provider,
     force,
 ) -> None:
     """Time dense vs pruned exports of RUN_DIR (or model files) and report the real speedup.
@@ -88,6 +98,7 @@ def command(
     \b
     asp bench runs/demo --batch 1,32
     asp bench runs/demo --runtime onnxruntime --provider cuda --profile
+    asp bench runs/demo --runtime onnxruntime --provider cuda --strict-provider
     asp bench dense.onnx pruned.onnx --format json
     """
     from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
@@ -108,6 +119,7 @@ def command(
         out=out,
         force=force,
         profile=profile,
+        strict_provider=strict_provider,
     )
     result = run_bench(config)
     written = write_outputs(result.data, result.out_dir)
@@ -116,3 +128,6 @@ def command(
     click.echo(to_terminal(result.data, fmt))
     if fmt == "table":
         click.echo(f"Wrote {', '.join(sorted(written))} to {result.out_dir}")
+    from asp_export.bench.providers import check_strict_provider
+
+    check_strict_provider(result.data)

@@ -338,7 +338,7 @@ def test_no_tensorflow_import_on_the_onnx_path(pair_files, tmp_path):
         try:
             cli.main(["bench", {str(pair_files[0])!r}, {str(pair_files[1])!r}, "--batch", "1",
                       "--warmup", "1", "--iterations", "3", "--min-time", "0", "--runtime", "all",
-                      "--out", {str(tmp_path / "o")!r}],
+                      "--profile", "--out", {str(tmp_path / "o")!r}],
                      standalone_mode=False)
         finally:
             loaded = [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from asp_export._io import write_json_atomic, write_text_atomic
-from asp_export.bench.profile import format_profile
+from asp_export.bench.profile import format_placement, format_profile
 from asp_export.bench.stats import STAT_FIELDS, dispersion_reason
 from asp_export.units import format_ms, significant
 
@@ -131,14 +131,19 @@ def pair_sentence(pair: dict[str, Any]) -> str:
 def notes(data: dict[str, Any]) -> list[str]:
     """Warnings a reader must not miss: fallbacks (once per provider), failures, noisy or capped rows."""
     lines = []
-    fallbacks = dict.fromkeys(
-        (r["runtime"], r["provider_requested"], r["provider"]) for r in data["rows"] if r["fallback"]
-    )
-    for runtime, requested, actual in fallbacks:
-        lines.append(
-            f"{runtime}: requested provider {requested!r} could not run here; rows ran on {actual} "
-            "(recorded as fallback)."
+    fallbacks: dict[tuple[str, str, str], str | None] = {}
+    for r in data["rows"]:
+        if r["fallback"]:
+            key = (r["runtime"], r["provider_requested"], r["provider"])
+            fallbacks.setdefault(key, r.get("provider_error"))
+    for (runtime, requested, actual), reason in fallbacks.items():
+        what = (
+            "a GPU is visible but provider 'auto' found none that runs"
+            if requested == "auto"
+            else f"requested provider {requested!r} could not run here"
         )
+        because = f": {reason}" if reason else "."
+        lines.append(f"{runtime}: {what}; rows ran on {actual} (recorded as fallback){because}")
     for row in data["rows"]:
         tag = " ".join(str(p) for p in (row["runtime"], row["model"], row["format"], row["precision"]) if p)
         tag = f"{tag} batch {row['batch']}"
@@ -210,7 +215,7 @@ def to_markdown(data: dict[str, Any]) -> str:
             if prof.get("ops"):
                 out.append(
                     f"- {_what(prof)} batch {prof['batch']} on "
-                    f"{prof['provider']}: {format_profile(prof)} (`{prof['file']}`)"
+                    f"{prof['provider']}: {format_profile(prof)}; {format_placement(prof)} (`{prof['file']}`)"
                 )
             else:
                 out.append(f"- {prof['model']}: profile failed: {prof.get('error')}")

@@ -11,10 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import re
 import resource
-import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -39,10 +36,10 @@ from asp_export.bench.stats import (
     speedup_interval,
     summarize,
 )
-from asp_export.errors import RunDirError, UserInputError, unknown_name_error
+from asp_export.errors import ProviderError, RunDirError, UserInputError, unknown_name_error
 from asp_export.rundir import RunDir, read_json
 from asp_export.units import format_ms
-from asp_export.versions import asp_version, machine_info, package_versions
+from asp_export.versions import asp_version, gpu_name, machine_info, package_versions
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +84,9 @@ class BenchConfig:
         out: output directory (default RUN_DIR/bench, or `bench/` next to the first file).
         force: overwrite an existing bench directory's files.
         profile: also write an onnxruntime per-op profile for each .onnx file (largest batch).
+        strict_provider: onnxruntime must run on a GPU provider: no CPU in the list, no node on the CPU
+            (`session.disable_cpu_ep_fallback`); `providers.check_strict_provider` makes any other
+            outcome exit 1.
     """
 
     inputs: tuple[str, ...]
@@ -98,6 +98,7 @@ class BenchConfig:
     out: str | None = None
     force: bool = False
     profile: bool = False
+    strict_provider: bool = False
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -111,6 +112,10 @@ class BenchConfig:
             raise UserInputError(f"Batch sizes must be positive integers, got {list(self.batches)}.")
         if self.threads is not None and self.threads < 1:
             raise UserInputError(f"--threads must be >= 1, got {self.threads}.")
+        if self.strict_provider and self.provider == "cpu":
+            raise UserInputError(
+                "--strict-provider needs a GPU provider: use --provider auto, cuda or tensorrt."
+            )
 
     @property
     def selected_runtimes(self) -> list[str]:
@@ -324,7 +329,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
                         _row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group
                     )
                     continue
-                group_rows, pair = _bench_group(group, runtime_name, batch, threads, config, fixed)
+                group_rows, pair = _bench_group(group, runtime_name, batch, threads, config, out_dir, fixed)
                 rows.extend(group_rows)
                 if pair is not None:
                     pairs.append(pair)
@@ -332,7 +337,7 @@ def run_bench(config: BenchConfig) -> BenchResult:
                     pending = _fixed_batches_left(group, rows, fixed, done)
 
     _refuse_unloadable_files(targets, rows, config)
-    profiles = _profiles(targets, config, threads) if config.profile else []
+    profiles = _profiles(targets, config, threads, out_dir) if config.profile else []
     data = {
         "schema_version": SCHEMA_VERSION,
         "asp_version": asp_version(),
@@ -351,12 +356,19 @@ def run_bench(config: BenchConfig) -> BenchResult:
             "max_time_s": config.policy.max_time_s,
             "block": config.policy.block,
             "ort_allow_spinning": ORT_ALLOW_SPINNING,
+            "strict_provider": config.strict_provider,
+            "tensorrt_cache": str(trt_cache_dir(out_dir)),
         },
         "rows": rows,
         "pairs": pairs,
         "profiles": profiles,
     }
     return BenchResult(data=data, out_dir=out_dir)
+
+
+def trt_cache_dir(out_dir: Path) -> Path:
+    """Where TensorRT keeps its engines and timing cache: inside the bench directory, so it goes with it."""
+    return out_dir / "trt_cache"
 
 
 def _refuse_unloadable_files(targets: list[Target], rows: list[dict[str, Any]], config: BenchConfig) -> None:
@@ -367,6 +379,8 @@ def _refuse_unloadable_files(targets: list[Target], rows: list[dict[str, Any]], 
     named = {str(Path(p)) for p in config.inputs}
     if not rows or any(row["status"] != "load_failed" for row in rows):
         return
+    if any(str(row["error"]).startswith(ProviderError.__name__) for row in rows):
+        return  # files fine, GPU provider refused (--strict-provider): exit 1 by check_strict_provider
     if all(str(target.path) in named for target in targets):
         first = rows[0]
         raise UserInputError(f"{first['path']} cannot be loaded: {first['error']}")
@@ -401,6 +415,7 @@ def _bench_group(
     batch: int,
     threads: int,
     config: BenchConfig,
+    out_dir: Path,
     fixed: dict[Path, int] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     runtime = RUNTIMES[runtime_name]
@@ -409,7 +424,15 @@ def _bench_group(
     for i, target in enumerate(group):
         start = time.perf_counter()
         try:
-            model = runtime.load(target.path, batch=batch, threads=threads, provider=config.provider)
+            model = runtime.load(
+                target.path,
+                batch=batch,
+                threads=threads,
+                provider=config.provider,
+                strict=config.strict_provider,
+                precision=target.precision,
+                trt_cache=trt_cache_dir(out_dir),
+            )
         except Exception as err:  # noqa: BLE001 - one broken file must not stop the others
             if isinstance(err, FixedBatchError) and fixed is not None:
                 fixed[target.path] = err.fixed
@@ -458,27 +481,26 @@ def _measured_row(
             model.threads,
             "run_failed",
             error=_one_line(err),
-            provider=model.provider,
-            provider_requested=model.provider_requested,
-            fallback=model.fallback,
+            **_provider_fields(model),
         )
         row["load_ms"] = load_ms
         return row
-    row = _row(
-        target,
-        runtime_name,
-        batch,
-        model.threads,
-        "ok",
-        provider=model.provider,
-        provider_requested=model.provider_requested,
-        fallback=model.fallback,
-    )
+    row = _row(target, runtime_name, batch, model.threads, "ok", **_provider_fields(model))
     row.update(summarize(m.samples_ms, batch))
     row.update(
         first_inference_ms=m.first_inference_ms, load_ms=load_ms, capped=m.capped, peak_rss_mb=peak_rss_mb()
     )
     return row
+
+
+def _provider_fields(model: Loaded) -> dict[str, Any]:
+    return {
+        "provider": model.provider,
+        "provider_requested": model.provider_requested,
+        "fallback": model.fallback,
+        "provider_error": model.provider_error,
+        "provider_options": model.provider_options,
+    }
 
 
 def _row(
@@ -492,6 +514,8 @@ def _row(
     provider: str | None = None,
     provider_requested: str | None = None,
     fallback: bool = False,
+    provider_error: str | None = None,
+    provider_options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "model": target.model,
@@ -502,6 +526,8 @@ def _row(
         "provider": provider,
         "provider_requested": provider_requested,
         "fallback": fallback,
+        "provider_error": provider_error,
+        "provider_options": provider_options,
         "batch": batch,
         "threads": threads,
         "status": status,
@@ -598,34 +624,21 @@ def verdict(speedup_p50: float, interval: tuple[float, float] | None) -> str:
     return "within noise"
 
 
-def _profiles(targets: list[Target], config: BenchConfig, threads: int) -> list[dict[str, Any]]:
+def _profiles(
+    targets: list[Target], config: BenchConfig, threads: int, out_dir: Path
+) -> list[dict[str, Any]]:
     if "onnxruntime" not in config.selected_runtimes or not RUNTIMES["onnxruntime"].available():
         return []
-    from asp_export.bench.profile import profile_onnx
+    from asp_export.bench.profile import profile_targets
 
-    batch = max(config.batches)
-    out = []
-    for target in targets:
-        if target.format != "onnx":
-            continue
-        entry: dict[str, Any] = {
-            "model": target.model,
-            "format": target.format,
-            "precision": target.precision,
-            "file": profile_file_name(target),
-        }
-        try:
-            entry.update(profile_onnx(target.path, batch=batch, threads=threads, provider=config.provider))
-        except Exception as err:  # noqa: BLE001
-            log.warning("onnxruntime profile of %s failed: %s", target.path, _one_line(err))
-            entry.update(batch=batch, error=_one_line(err), ops=[])
-        out.append(entry)
-    return out
-
-
-def profile_file_name(target: Target) -> str:
-    parts = [target.model] + ([target.precision] if target.precision else [])
-    return "profile_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)) + ".json"
+    return profile_targets(
+        [t for t in targets if t.format == "onnx"],
+        batch=max(config.batches),
+        threads=threads,
+        provider=config.provider,
+        strict=config.strict_provider,
+        trt_cache=trt_cache_dir(out_dir),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -637,25 +650,6 @@ def peak_rss_mb() -> float:
     it only grows, across all rows."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (peak if sys.platform == "darwin" else peak * 1024) / 1e6  # bytes on macOS, KiB on Linux
-
-
-def gpu_name() -> str | None:
-    """Name of the first NVIDIA GPU from nvidia-smi, or None when there is none (or no driver)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return None
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    names = [line.strip() for line in out.splitlines() if line.strip()]
-    return names[0] if names else None
 
 
 def _one_line(err: BaseException) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from asp_export.bench.providers import create_session
+from asp_export.bench.providers import create_session, tensorrt_options
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class Loaded:
     provider: str
     provider_requested: str | None = None
     fallback: bool = False
+    provider_error: str | None = None  # why the providers tried first did not run (onnxruntime)
+    provider_options: dict[str, str] | None = None  # what TensorRT was given, when it was tried
     threads: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -137,15 +139,29 @@ def ort_feeds(session: Any, batch: int) -> dict[str, np.ndarray]:
     return feeds
 
 
-def load_onnxruntime(path: str | Path, *, batch: int, threads: int | None, provider: str = "auto") -> Loaded:
+def load_onnxruntime(
+    path: str | Path,
+    *,
+    batch: int,
+    threads: int | None,
+    provider: str = "auto",
+    strict: bool = False,
+    precision: str | None = None,
+    trt_cache: str | Path | None = None,
+) -> Loaded:
     """Open an .onnx file in onnxruntime with an explicit provider list (see providers.py).
 
-    On a GPU provider the inputs are copied to the device once and outputs stay there (IO binding), so
-    the timing is the model, not host<->device copies. That path cannot be tested on a CPU-only machine.
+    `strict` refuses any provider but a GPU one; TensorRT gets fp16 for fp16 files and its engine and
+    timing caches under `trt_cache` (providers.tensorrt_options). On a GPU provider the inputs are
+    copied to the device once and outputs stay there (IO binding), so the timing is the model, not
+    host<->device copies. That path cannot be tested on a CPU-only machine.
     """
     import onnxruntime as ort
 
-    session, choice = create_session(str(path), provider, ort_session_options(threads))
+    trt = tensorrt_options(path, batch=batch, fp16=precision == "fp16", cache_dir=trt_cache)
+    session, choice = create_session(
+        str(path), provider, ort_session_options(threads), strict=strict, trt_options=trt
+    )
     feeds = ort_feeds(session, batch)
 
     if choice.is_gpu:  # pragma: no cover - needs a CUDA device
@@ -169,6 +185,8 @@ def load_onnxruntime(path: str | Path, *, batch: int, threads: int | None, provi
         provider=choice.actual,
         provider_requested=choice.requested,
         fallback=choice.fallback,
+        provider_error=choice.error,
+        provider_options=choice.options or None,
         threads=threads,
         extra={"session": session},
     )
@@ -178,7 +196,9 @@ def load_onnxruntime(path: str | Path, *, batch: int, threads: int | None, provi
 # TFLite (LiteRT)
 
 
-def load_tflite(path: str | Path, *, batch: int, threads: int | None, provider: str = "auto") -> Loaded:
+def load_tflite(
+    path: str | Path, *, batch: int, threads: int | None, provider: str = "auto", **_onnxruntime_only: Any
+) -> Loaded:
     """Open a .tflite file with `ai_edge_litert` (XNNPACK is its default CPU delegate) at `batch`."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -223,7 +243,9 @@ def _configure_tf_threads(tf: Any, threads: int | None) -> int | None:
     return tf.config.threading.get_intra_op_parallelism_threads() or threads
 
 
-def load_tensorflow(path: str | Path, *, batch: int, threads: int | None, provider: str = "auto") -> Loaded:
+def load_tensorflow(
+    path: str | Path, *, batch: int, threads: int | None, provider: str = "auto", **_onnxruntime_only: Any
+) -> Loaded:
     """Load a .keras file (safe_mode, no compile) or a SavedModel and time a compiled `tf.function`.
 
     Never `model.predict`: its per-call overhead (tens of ms) would swamp a small model. The function has
@@ -232,6 +254,9 @@ def load_tensorflow(path: str | Path, *, batch: int, threads: int | None, provid
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    from asp_export._tf import enable_memory_growth
+
+    enable_memory_growth(tf)  # onnxruntime CUDA sessions may follow in this process
     used_threads = _configure_tf_threads(tf, threads)
     path = Path(path)
     if path.is_dir():

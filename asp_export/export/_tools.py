@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
 import re
-import sys
-import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
+
+from asp_export._io import stderr_fd_captured
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +36,15 @@ def quiet() -> Iterator[None]:
     level = tf2onnx_log.level
     tf2onnx_log.setLevel(logging.ERROR)
     try:
-        with _fd2_captured() as captured, contextlib.redirect_stdout(buffer), warnings.catch_warnings():
+        with stderr_fd_captured() as captured, contextlib.redirect_stdout(buffer), warnings.catch_warnings():
             # e.g. "Statistics for quantized inputs were expected": int8 calibration covers it
             warnings.simplefilter("ignore", UserWarning)
             yield
     finally:
         tf2onnx_log.setLevel(level)
-        text = (buffer.getvalue() + "\n" + "".join(captured)).strip()
+        text = (buffer.getvalue() + "\n" + captured.text).strip()
         if text:
             log.debug("converter/runtime output:\n%s", text)
-
-
-@contextlib.contextmanager
-def _fd2_captured() -> Iterator[list[str]]:
-    captured: list[str] = []
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): capture nothing
-        yield captured
-        return
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.append(sink.read().decode("utf-8", errors="replace"))
 
 
 def input_shape(model) -> tuple[int, int, int]:
