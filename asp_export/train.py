@@ -23,6 +23,7 @@ from asp_export.custom_loop import StrategyLoop, needs_custom_loop
 from asp_export.errors import RunDirError, TrainingError, UserInputError
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig, attach, make_proximal_callback
+from asp_export.versions import visible_gpu
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ CHECKPOINTS_KEPT = 2
 #: An epoch loss above this has exploded: cross-entropy near chance is ln(classes) (2.3 for 10), and
 #: GASL's guiding term is at most lambda_var / eps = 1e4 per layer even when every group collapses.
 EXPLODED_LOSS = 1e6
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,16 @@ class TrainConfig:
 
 
 def make_strategy(name: str):
-    """The tf.distribute strategy for `name`; `auto` mirrors over several GPUs, else default."""
+    """The tf.distribute strategy for `name`; `auto` mirrors over several GPUs, else default.
+
+    GPU memory growth is switched on first (it must precede the runtime's start): TensorFlow would
+    otherwise take every visible GPU's whole memory for as long as the process lives.
+    """
     import tensorflow as tf
 
+    from asp_export._tf import enable_memory_growth
+
+    enable_memory_growth(tf)
     gpus = tf.config.list_physical_devices("GPU")  # logical devices would start the TF context too early
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "none"
@@ -134,7 +143,7 @@ def describe_devices(strategy) -> dict:
     name = type(strategy).__name__
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         name = "MultiWorkerMirroredStrategy"  # TF's class is CollectiveAllReduceStrategy
-    return {
+    devices = {
         "strategy": name,
         "num_replicas": int(strategy.num_replicas_in_sync),
         "gpus": details,
@@ -142,6 +151,17 @@ def describe_devices(strategy) -> dict:
         "logical_devices": [d.name for d in tf.config.list_logical_devices()],
         "replica_devices": _replica_devices(strategy),
     }
+    machine_gpu = None if gpus else visible_gpu()
+    if machine_gpu:
+        devices["warning"] = (
+            f"nvidia-smi lists {machine_gpu} but TensorFlow sees no GPU, so training ran on the CPU; "
+            "install the CUDA wheels (pip install -e '.[gpu]') and check that TensorFlow and the driver "
+            "match (python -c \"import tensorflow as tf; print(tf.config.list_physical_devices('GPU'))\")."
+        )
+        if devices["warning"] not in _warned:  # config.json and report.json both describe the devices
+            _warned.add(devices["warning"])
+            log.warning("%s", devices["warning"])
+    return devices
 
 
 def _replica_devices(strategy) -> list[str]:

@@ -100,8 +100,13 @@ _ONE_EPOCH_LENET = [
 ]
 
 
-def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
+def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, monkeypatch):
     import keras
+
+    from asp_export import train
+
+    # nvidia-smi lists a GPU that TensorFlow cannot see (the CUDA wheels missing): a warning, not a fact
+    monkeypatch.setattr(train, "visible_gpu", lambda: "NVIDIA A100-SXM4-40GB")
 
     out = tmp_path / "mp"
     args = [
@@ -118,6 +123,8 @@ def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["train"]["mixed_precision"] is True
+    assert config["devices"]["device"] == "CPU"
+    assert "NVIDIA A100" in config["devices"]["warning"] and "TensorFlow sees no GPU" in result.output
     for name in ("dense.keras", "pruned.keras"):
         model = keras.saving.load_model(out / name, safe_mode=True, compile=False)
         assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
@@ -146,3 +153,51 @@ def test_multi_worker_with_a_bad_cluster_description_is_refused(tmp_path, monkey
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "mw").exists()
+
+
+def test_training_on_the_cpu_of_a_gpu_machine_warns_once(monkeypatch, caplog):
+    import logging
+
+    import tensorflow as tf
+
+    from asp_export import train
+
+    strategy = tf.distribute.get_strategy()
+    monkeypatch.setattr(train, "visible_gpu", lambda: None)
+    assert "warning" not in train.describe_devices(strategy)  # no GPU here: nothing to say
+    monkeypatch.setattr(train, "visible_gpu", lambda: "NVIDIA A100-SXM4-40GB")
+    monkeypatch.setattr(train, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger="asp_export.train"):
+        first = train.describe_devices(strategy)
+        second = train.describe_devices(strategy)  # config.json, then report.json
+    assert first == second and first["device"] == "CPU"
+    assert "nvidia-smi lists NVIDIA A100-SXM4-40GB but TensorFlow sees no GPU" in first["warning"]
+    assert len([r for r in caplog.records if "TensorFlow sees no GPU" in r.getMessage()]) == 1
+
+
+def test_tensorflow_grows_gpu_memory_instead_of_taking_it_all(monkeypatch, tmp_path):
+    """Training and the bench's TensorFlow runtime set memory growth on every GPU before TensorFlow
+    starts on it; otherwise it maps the whole GPU and an onnxruntime CUDA session in the same process
+    (`asp bench --runtime all --profile`) finds no memory. The GPU list is the one stub."""
+    import keras
+    import tensorflow as tf
+
+    from asp_export import train
+    from asp_export.bench.runtimes import load_tensorflow
+
+    gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    real_list = tf.config.list_physical_devices
+    monkeypatch.setattr(
+        tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else real_list(kind)
+    )
+    grown = []
+    monkeypatch.setattr(
+        tf.config.experimental, "set_memory_growth", lambda device, on: grown.append((device.name, on))
+    )
+    train.make_strategy("none")
+    assert grown == [(gpu.name, True)]
+
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(tmp_path / "m.keras")
+    loaded = load_tensorflow(tmp_path / "m.keras", batch=1, threads=1)
+    assert grown == [(gpu.name, True)] * 2 and loaded.run()[0].shape == (1, 2)
