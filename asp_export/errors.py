@@ -43,6 +43,10 @@ class TrainingError(AspError):
     """Training diverged (NaN/Inf loss) or failed."""
 
 
+class PruningFailed(AspError):
+    """The pruned model lost what the dense model learnt (its accuracy is at chance)."""
+
+
 class ExportError(AspError):
     """A converter failed or a written file does not match the Keras model."""
 

@@ -89,12 +89,19 @@ def validate(options, build_model) -> None:
     Raises:
         UserInputError: l1-filter/slimming without a target, slimming on a model
             without BatchNormalization after a prunable layer, a FLOPs target for magnitude,
-            an --exclude name that is not a prunable layer of the model.
+            an --exclude name that is not a prunable layer of the model, a target no cut can
+            reach (`check_reachable`).
     """
     method = get_method(options.sparsity.method)
-    model = None
-    if options.sparsity.exclude and (model := build_model()) is not None:
-        check_exclude(model, options.sparsity.exclude)
+    built: list = []
+
+    def model():
+        if not built:
+            built.append(build_model())
+        return built[0]
+
+    if options.sparsity.exclude:
+        check_exclude(model(), options.sparsity.exclude)
     has_target = any(
         value is not None
         for value in (options.target_flops, options.target_sparsity, options.target_elementwise)
@@ -104,11 +111,11 @@ def validate(options, build_model) -> None:
             f"--method {method.name} ranks channels but has no natural cut-off; give --target-flops or "
             "--target-sparsity (e.g. --target-flops 0.5 removes half the FLOPs)."
         )
-    if method.needs_batch_norm and not gamma_scores(model := model or build_model(), options.sparsity):
+    if method.needs_batch_norm and not gamma_scores(model(), options.sparsity):
         raise UserInputError(
             "--method slimming needs BatchNormalization layers (it prunes channels by their BN scale "
             "gamma), "
-            f"and {model.name} has none after a prunable layer; use --method l1-filter, ssl or gasl."
+            f"and {model().name} has none after a prunable layer; use --method l1-filter, ssl or gasl."
         )
     if method.name == "magnitude" and options.target_flops is not None:
         raise UserInputError(
@@ -119,6 +126,57 @@ def validate(options, build_model) -> None:
             "--method magnitude: give its element-wise sparsity as --target-sparsity "
             "(TF-MOT's final_sparsity)."
         )
+    if has_target and method.name != "magnitude":
+        check_reachable(model(), options)
+
+
+_OPTION = {"flops": "--target-flops", "sparsity": "--target-sparsity", "elementwise": "--target-elementwise"}
+
+
+def check_reachable(model, options) -> float:
+    """Refuse a target that no cut of `model` can reach (the architecture decides; call it
+    on the untrained model, before training). Returns the most that can be removed.
+
+    Raises:
+        UserInputError: the target exceeds what cutting every rankable channel but
+            ``--min-channels`` per layer reaches, rounding aside.
+    """
+    import math
+
+    from asp_export.sparsity import grouped_kernels
+    from asp_export.targets import Target, limit
+
+    target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
+    config = options.sparsity
+    kernels = grouped_kernels(model, include_classifier=config.include_classifier, exclude=config.exclude)
+    scores = channel_scores(model, config, kernels)
+    if not scores:
+        return 0.0
+    most = limit(
+        model,
+        kernels,
+        scores,
+        target,
+        scope=options.target_scope or get_method(config.method).scope,
+        threshold=options.surgery.threshold,
+        min_channels=options.surgery.min_channels,
+        divisors=score_divisors(config, kernels),
+    )
+    if target.value > most:
+        keep = options.surgery.min_channels
+        raise UserInputError(
+            f"{_OPTION[target.kind]} {target.value:g} cannot be reached on {model.name}: cutting every "
+            f"prunable channel but {keep} per layer removes at most {most:.4f} "
+            f"({_MEANING_SHORT[target.kind]}); ask for {math.floor(most * 1000) / 1000:g} or less."
+        )
+    return most
+
+
+_MEANING_SHORT = {
+    "flops": "of its FLOPs",
+    "sparsity": "of its params",
+    "elementwise": "element-wise sparsity",
+}
 
 
 def check_exclude(model, names) -> None:
@@ -205,6 +263,19 @@ def channel_scores(model, config, kernels: list) -> dict[str, np.ndarray]:
     return {grouped.name: grouped.norms() for grouped in kernels}  # the group L2 norms
 
 
+def score_divisors(config, kernels: list) -> dict[str, float]:
+    """Per layer, what divides a channel's score into a score *per weight* (``global`` scope):
+    sqrt(group size) for L2 norms (the group's root mean square), the group size for L1
+    norms (its mean |w|), 1 for |gamma| (one number per channel)."""
+    score = get_method(config.method).score
+    divisors = {}
+    for grouped in kernels:
+        shape = grouped.variable.shape
+        size = float(np.prod([shape[axis] for axis in grouped.reduce_axes]))
+        divisors[grouped.name] = {"l2": np.sqrt(size), "l1": size}.get(score, 1.0)
+    return divisors
+
+
 def _l1_norms(grouped) -> np.ndarray:
     return np.sum(np.abs(np.asarray(grouped.variable, dtype=np.float64)), axis=grouped.reduce_axes)
 
@@ -247,13 +318,23 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
         threshold=opts.threshold,
         round_to=opts.round_to,
         min_channels=opts.min_channels,
+        divisors=score_divisors(config, kernels),
     )
+    if not result.record["reached"]:  # refused before training unless training was shared or resumed
+        raise UserInputError(
+            f"{_OPTION[target.kind]} {target.value:g} cannot be reached on {dense.name}: the largest cut "
+            f"removes {result.record['achieved_unrounded']:.4f} ({_MEANING_SHORT[target.kind]}); "
+            "ask for less."
+        )
     log.info(
-        "target %s %.3f: zeroed %d of %d channels, reached %.4f (%.4f before rounding to %d)",
+        "target %s %.3f: zeroed %d of the %d output channels of the %d pruned layers (each layer's "
+        "strongest %d never cut), reached %.4f (%.4f before rounding to %d)",
         target.kind,
         target.value,
         result.record["channels_zeroed"],
-        result.record["channels_candidate"],
+        result.record["channels_candidate"] + result.record["channels_protected"],
+        len(scores),
+        max(1, opts.min_channels),
         result.record["achieved"],
         result.record["achieved_unrounded"],
         opts.round_to,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from asp_export._io import atomic_path, remove_stale_temporaries, write_json_atomic
-from asp_export.errors import RunDirError, UserInputError
+from asp_export.errors import PruningFailed, RunDirError, UserInputError
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig
 from asp_export.train import TrainConfig
@@ -174,6 +174,25 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     return report
 
 
+def check_target_reachable(options: PruneOptions) -> None:
+    """Refuse a target no cut of the model can reach, before anything trains (`asp sweep`
+    checks every cell up front; `asp prune` does it in `methods.validate`).
+
+    Raises:
+        UserInputError: one line naming the most that can be removed.
+    """
+    from asp_export import methods
+
+    has_target = any(
+        v is not None for v in (options.target_flops, options.target_sparsity, options.target_elementwise)
+    )
+    if not has_target or options.sparsity.method == "magnitude":
+        return
+    model_source = _model_source(options.model)
+    dataset = _load_data(options, model_source)
+    methods.check_reachable(_build_model(options, model_source, dataset), options)
+
+
 # --- stages -------------------------------------------------------------------
 
 
@@ -212,10 +231,11 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         finetune_config = replace(options.train, epochs=options.finetune_epochs)
         train.fit(final, dataset, run, finetune_config, SparsityConfig(method="none"), stage="finetune")
         finetuned = {"accuracy": round(evaluate(final, dataset, batch), 6)}
-    _save_model(final, run.model_path("pruned"))
-
     before = {k.name: len(k.norms()) for k in grouped_kernels(dense)}
     after = {k.name: len(k.norms()) for k in grouped_kernels(final)}
+    _refuse_dead(dense_accuracy, finetuned["accuracy"] if finetuned else pruned_accuracy, dataset, after)
+    _save_model(final, run.model_path("pruned"))
+
     layers = [
         {"name": name, "groups_before": n, "groups_after": after.get(name, 0)} for name, n in before.items()
     ]
@@ -233,20 +253,52 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         "finetuned": finetuned,
         "layers": layers,
         "structure": structure_string(layers),
-        "structure_live": _live_structure(source, options.surgery.threshold, before),
+        "structure_live": _live_structure(source, options.surgery.threshold, before, target),
         "elementwise_sparsity": round(elementwise_sparsity(dense), 6),
         "plan": plan.to_dict(),
         "target": target,
     }
 
 
-def _live_structure(source, threshold: float, regularised: dict[str, int]) -> str:
-    """Live groups per regularised layer before rounding (the paper's notation), of the
-    model the plan cuts: the trained model, or with a target its copy with the cut zeroed."""
+def _live_structure(source, threshold: float, regularised: dict[str, int], target: dict | None) -> str:
+    """Live groups per regularised layer before rounding (the paper's notation): with a
+    target, the widths its cut leaves unrounded; without, the trained model's live groups."""
     from asp_export import surgery
 
-    live = {entry["name"]: entry["after"] for entry in surgery.plan(source, threshold=threshold).layers}
+    if target is not None:
+        live = target["widths_before_rounding"]
+    else:
+        live = {entry["name"]: entry["after"] for entry in surgery.plan(source, threshold=threshold).layers}
     return "-".join(str(live.get(name, total)) for name, total in regularised.items())
+
+
+def chance_accuracy(dataset) -> float:
+    """The accuracy of always answering the test split's most frequent class."""
+    import numpy as np
+
+    labels = np.asarray(dataset.labels("test")).reshape(-1)
+    return float(np.bincount(labels).max() / labels.size) if labels.size else 0.0
+
+
+def _refuse_dead(dense_accuracy: float, accuracy: float, dataset, widths: dict[str, int]) -> None:
+    """A pruned model at chance where the dense model learnt is a failed run, not a result.
+
+    At chance: within three binomial standard deviations of always answering the most
+    frequent class; learnt: the dense model is at least twice that margin above it.
+    """
+    import math
+
+    chance = chance_accuracy(dataset)
+    n = max(len(dataset.labels("test")), 1)
+    margin = 3 * math.sqrt(max(chance * (1 - chance), 1e-6) / n)
+    if dense_accuracy >= chance + 2 * margin and accuracy <= chance + margin:
+        structure = "-".join(str(w) for w in widths.values())
+        raise PruningFailed(
+            f"The pruned model is at chance ({100 * accuracy:.2f} % vs {100 * chance:.2f} % for always "
+            f"answering the most frequent class) where the dense model reached {100 * dense_accuracy:.2f} %: "
+            f"the cut (structure {structure}) destroyed what it learnt; ask for a smaller target, another "
+            "--target-scope, or more --finetune-epochs."
+        )
 
 
 def evaluate(model, dataset, batch_size: int) -> float:

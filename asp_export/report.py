@@ -88,7 +88,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     if target:
         lines.append(
             f"Target: {target['kind']} {target['requested']:g} ({target.get('meaning', '')}); "
-            f"achieved {target['achieved']:.3f}{'' if target['reached'] else ' (out of reach)'}."
+            f"achieved {target['achieved']:.3f}{'' if target['reached'] else ' (out of reach)'}"
+            + (
+                f"; rounding to {target['round_to']} gave way in {', '.join(target['rounding_gave_way'])} "
+                "to reach it."
+                if target.get("rounding_gave_way")
+                else "."
+            )
         )
     lines += [
         "",

@@ -63,6 +63,7 @@ class Plan:
     Attributes:
         model: the model's name.
         threshold / relative / round_to / min_channels / exclude: the options used.
+        unrounded: producer layers whose kept count was not rounded to `round_to`.
         groups: one `GroupPlan` per coupled group (every group, frozen ones included).
         layers: per producer layer ``{"name", "before", "after"}`` output channels.
     """
@@ -73,6 +74,7 @@ class Plan:
     round_to: int = 1
     min_channels: int = 1
     exclude: list[str] = field(default_factory=list)
+    unrounded: list[str] = field(default_factory=list)
     groups: list[GroupPlan] = field(default_factory=list)
     layers: list[dict] = field(default_factory=list)
 
@@ -147,6 +149,8 @@ def plan(
     round_to: int = 1,
     min_channels: int = 1,
     exclude=(),
+    priority: dict | None = None,
+    unrounded=(),
 ) -> Plan:
     """Decide, per coupled channel group, which channels are dead. Changes nothing.
 
@@ -164,9 +168,15 @@ def plan(
         norms: ``{layer_name: per-output-channel array}`` overriding the kernel norms.
         relative: threshold is a fraction of each group's largest norm.
         round_to: round each producer's kept channel count up to a multiple of this
-            (the strongest dropped channels are kept back).
+            (the highest-priority dropped channels are kept back).
         min_channels: keep at least this many channels in each producer's output.
         exclude: layer names whose output channels are all kept.
+        priority: ``{layer_name: per-output-channel score}`` deciding which dropped channels
+            `round_to`/`min_channels` keep back (highest first); default: the kernel norms.
+            A target's cut zeroes the channels it chose, so their norms are all 0 and only
+            their scores can tell the strongest apart.
+        unrounded: producer layer names whose kept count is not rounded to `round_to`
+            (`min_channels` still holds).
 
     Returns:
         A `Plan`.
@@ -176,6 +186,9 @@ def plan(
     """
     _check_options(threshold, round_to, min_channels)
     g = build_graph(model, norms=norms, exclude=exclude)
+    unknown = [name for name in list(unrounded) + list(priority or {}) if name not in g.flat.layers]
+    if unknown:
+        raise UserInputError(f"plan: no layer named {unknown[0]!r} in {g.flat.name!r}.")
     keep = np.ones(g.n_comp, dtype=bool)
     for grp in g.groups:
         c = grp.comps
@@ -183,7 +196,7 @@ def plan(
         t = threshold * float(norm.max()) if relative and norm.size else float(threshold)
         dead = ~g.comp_frozen[c] & (norm <= t) & (g.comp_offset[c] <= t)
         keep[c[dead]] = False
-    _enforce_widths(g, keep, int(min_channels), int(round_to))
+    _enforce_widths(g, keep, int(min_channels), int(round_to), _comp_priority(g, priority), set(unrounded))
     return _make_plan(
         g,
         keep,
@@ -193,7 +206,27 @@ def plan(
         round_to=int(round_to),
         min_channels=int(min_channels),
         exclude=list(exclude),
+        unrounded=sorted(unrounded),
     )
+
+
+def _comp_priority(g: ChannelGraph, priority: dict | None) -> np.ndarray:
+    """Per component: the largest given priority of its producers, else its norm."""
+    if not priority:
+        return g.comp_norm
+    given = np.full(g.n_comp, -np.inf)
+    for name, values in priority.items():
+        out = g.outs_of.get((name, 0))
+        if not out:
+            continue
+        ids = g.ids(out[0])
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        if values.size != ids.size:
+            raise UserInputError(
+                f"priority[{name!r}] has {values.size} values; the layer has {ids.size} output channels."
+            )
+        np.maximum.at(given, g.comp[ids], values)
+    return np.where(np.isfinite(given), given, g.comp_norm)
 
 
 def _producer_outputs(g: ChannelGraph) -> list:
@@ -204,9 +237,18 @@ def _producer_outputs(g: ChannelGraph) -> list:
     return out
 
 
-def _enforce_widths(g: ChannelGraph, keep: np.ndarray, min_channels: int, round_to: int) -> None:
-    """Keep back the strongest dropped channels until every producer output is wide enough."""
-    targets = [ref for _, ref in _producer_outputs(g)]
+def _enforce_widths(
+    g: ChannelGraph,
+    keep: np.ndarray,
+    min_channels: int,
+    round_to: int,
+    priority: np.ndarray,
+    unrounded: set,
+) -> None:
+    """Keep back the highest-priority dropped channels until every producer output is wide enough."""
+    producers = _producer_outputs(g)
+    targets = [ref for _, ref in producers]
+    exact = {ref for name, ref in producers if name in unrounded}
     all_refs = list(g.shapes)
     for _ in range(100):
         changed = False
@@ -220,11 +262,11 @@ def _enforce_widths(g: ChannelGraph, keep: np.ndarray, min_channels: int, round_
                 need = 1 if kept == 0 else kept
             else:
                 need = min(total, max(min_channels, kept))
-                if round_to > 1:
+                if round_to > 1 and ref not in exact:
                     need = min(total, math.ceil(need / round_to) * round_to)
             while kept < need:
                 dropped = np.unique(comps[~keep[comps]])
-                best = dropped[np.argmax(g.comp_norm[dropped])]
+                best = dropped[np.argmax(priority[dropped])]
                 keep[best] = True
                 kept = int(keep[comps].sum())
                 changed = True
@@ -355,7 +397,14 @@ def apply(model, plan: Plan):
                 if in_keep.size != g.width(in_ref):
                     w = h.slice_in(cfg, w, in_keep)
         new.get_layer(rec.name).set_weights(w)
-    log.info("surgery: %s -> %d of %d channels kept", g.flat.name, int(keep.sum()), keep.size)
+    widths = [(g.width(ref), int(g.keep_indices(ref, keep).size)) for _, ref in _producer_outputs(g)]
+    log.info(
+        "surgery: %s -> %d of the %d output channels of its %d conv/dense layers kept (classifier included)",
+        g.flat.name,
+        sum(after for _, after in widths),
+        sum(before for before, _ in widths),
+        len(widths),
+    )
     return new
 
 

@@ -137,6 +137,7 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
     Returns:
         The comparison dict (also written to comparison.json).
     """
+    _check_targets(options)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, options)
@@ -159,6 +160,23 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
     comparison = compare(out, options, statuses)
     write_comparison(out, comparison)
     return comparison
+
+
+def _check_targets(options: SweepOptions) -> None:
+    """Refuse the sweep (exit 2) before anything trains when a cell's target is out of any
+    cut's reach: each method's largest target per scope decides."""
+    from asp_export.pipeline import check_target_reachable, options_from_cli
+
+    largest: dict[tuple[str, str | None], float] = {}
+    for method, target, scope in grid(options)[1:]:
+        if method != "magnitude" and target is not None:
+            largest[(method, scope)] = max(target, largest.get((method, scope), 0.0))
+    for (method, scope), target in largest.items():
+        flat = {**options.prune, "model": options.model, "data": options.data, "method": method}
+        flat[TARGET_OPTION[options.kind]] = target
+        if scope is not None:
+            flat["target_scope"] = scope
+        check_target_reachable(options_from_cli({**flat, "out": options.out}))
 
 
 def _check_spec(out: Path, options: SweepOptions) -> None:

@@ -20,9 +20,14 @@ Target semantics (both are fractions **removed**, so bigger means smaller models
 
 How channels are ranked (``scope``):
 
-* ``global`` -- one threshold over the raw scores of every candidate channel
-  (gasl/ssl: the kernel's group L2 norm, exactly ``--threshold``'s quantity;
-  slimming: |BN gamma|, as Liu et al. 2017).
+* ``global`` -- one threshold over every candidate channel's score *per weight*: the score
+  divided by its layer's divisor (gasl/ssl/none: group L2 norm / sqrt(group size), the
+  root mean square of the group's weights; l1: L1 norm / group size, the mean |w|;
+  slimming: |BN gamma| as it is, one number per channel), so layers whose groups hold
+  25 weights and layers whose groups hold 4,000 compare fairly.
+* ``global-raw`` -- one threshold over the raw scores (gasl/ssl: the kernel's group L2
+  norm, exactly ``--threshold``'s quantity). Raw norms grow with the group size, so this
+  cuts the layers with small groups (conv1) first; it was the default before issue 12.
 * ``layer`` -- one threshold over scores divided by their layer's largest score.
 * ``uniform`` -- the same fraction of channels in every layer (Li et al. 2017's
   uniform ratio), realised as one threshold over each channel's rank fraction
@@ -44,6 +49,7 @@ rounded and the unrounded figures are reported.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,7 +62,7 @@ from asp_export.errors import UserInputError
 log = logging.getLogger(__name__)
 
 KINDS = ("flops", "sparsity", "elementwise")
-SCOPES = ("global", "layer", "uniform")
+SCOPES = ("global", "global-raw", "layer", "uniform")
 
 
 def validate_target(
@@ -157,10 +163,14 @@ def snapshot(grouped_kernels: list) -> dict[str, list]:
 # --- ordering -------------------------------------------------------------------------------
 
 
-def order_channels(scores: dict[str, np.ndarray], scope: str) -> list[tuple[str, int]]:
+def order_channels(
+    scores: dict[str, np.ndarray], scope: str, divisors: dict[str, float] | None = None
+) -> list[tuple[str, int]]:
     """All candidate channels, lowest (normalised) score first.
 
-    Ties are broken by layer order then channel index, so the order is deterministic.
+    `divisors` (``global`` only): per layer, what turns a score into a score per weight
+    (default 1). Ties are broken by layer order then channel index, so the order is
+    deterministic.
     """
     if scope not in SCOPES:
         raise UserInputError(f"Unknown target scope {scope!r}; valid: {', '.join(SCOPES)}.")
@@ -174,6 +184,8 @@ def order_channels(scores: dict[str, np.ndarray], scope: str) -> list[tuple[str,
             ranks = np.empty(values.size)
             ranks[np.argsort(values, kind="stable")] = np.arange(1, values.size + 1)
             normalised = ranks / max(values.size, 1)
+        elif scope == "global":
+            normalised = values / float((divisors or {}).get(name, 1.0))
         else:
             normalised = values
         keyed += [(float(normalised[c]), layer_index, c, name) for c in range(values.size)]
@@ -200,6 +212,101 @@ class TargetResult:
     record: dict[str, Any]
 
 
+class _Search:
+    """Cut the first k channels of the order, plan, rebuild and count (one *probe*).
+
+    Each layer's `min_channels` (at least one) highest-scored channels never enter the
+    order: no cut leaves a layer without a live channel.
+    """
+
+    def __init__(
+        self, model, grouped_kernels, scores, target, *, scope, threshold, min_channels, cost, divisors=None
+    ):
+        self.model, self.target, self.threshold = model, target, threshold
+        self.min_channels = min_channels
+        self.cost = cost or _flops_cost
+        self.candidates = [g for g in grouped_kernels if g.name in scores]
+        if not self.candidates:
+            raise UserInputError(
+                "No layer has channels this method can rank; nothing to prune toward the target."
+            )
+        self.scores = {g.name: np.asarray(scores[g.name], dtype=np.float64) for g in self.candidates}
+        self.originals = snapshot(self.candidates)
+        zero_channels(self.candidates, {}, self.originals)
+        self.dense_cost = self.cost(model)
+        protected = {name: _top(values, max(1, min_channels)) for name, values in self.scores.items()}
+        self.order = [
+            (name, c) for name, c in order_channels(self.scores, scope, divisors) if c not in protected[name]
+        ]
+        self.probes = 0
+
+    def measure(self, k: int, round_to: int, unrounded=()) -> tuple[float, Any, dict]:
+        from asp_export import surgery
+
+        self.probes += 1
+        zero_channels(self.candidates, _drop_sets(self.order, k), self.originals)
+        plan = surgery.plan(
+            self.model,
+            threshold=self.threshold,
+            round_to=round_to,
+            min_channels=self.min_channels,
+            priority=self.scores,
+            unrounded=unrounded,
+        )
+        small_cost = self.cost(surgery.apply(self.model, plan))
+        if self.target.kind == "elementwise":
+            from asp_export.sparsity import elementwise_sparsity
+
+            return elementwise_sparsity(self.model), plan, small_cost
+        return self.target.reduction(self.dense_cost, small_cost), plan, small_cost
+
+    def restore(self) -> None:
+        zero_channels(self.candidates, {}, self.originals)
+
+
+def _top(values: np.ndarray, n: int) -> set[int]:
+    """Indices of the n highest values (ties: the lower index)."""
+    return {int(c) for c in np.argsort(-values, kind="stable")[:n]}
+
+
+@contextlib.contextmanager
+def _quiet_surgery():
+    surgery_log = logging.getLogger("asp_export.surgery")
+    level = surgery_log.level
+    surgery_log.setLevel(max(level, logging.WARNING))  # one "channels kept" line per probe is noise
+    try:
+        yield
+    finally:
+        surgery_log.setLevel(level)
+
+
+def limit(
+    model,
+    grouped_kernels: list,
+    scores: dict[str, np.ndarray],
+    target: Target,
+    *,
+    scope: str,
+    threshold: float,
+    min_channels: int,
+    cost: Callable | None = None,
+    divisors: dict[str, float] | None = None,
+) -> float:
+    """The most any cut can reach: every rankable channel cut but each layer's `min_channels`
+    (at least one), no rounding. For flops and sparsity this depends on the architecture
+    only, so an untrained model tells it before training. `model`'s weights are restored."""
+    search = _Search(
+        model, grouped_kernels, scores, target,
+        scope=scope, threshold=threshold, min_channels=min_channels, cost=cost, divisors=divisors,
+    )  # fmt: skip
+    try:
+        with _quiet_surgery():
+            value, _, _ = search.measure(len(search.order), 1)
+    finally:
+        search.restore()
+    return value
+
+
 def reach(
     model,
     grouped_kernels: list,
@@ -211,98 +318,113 @@ def reach(
     round_to: int,
     min_channels: int,
     cost: Callable | None = None,
+    divisors: dict[str, float] | None = None,
 ) -> TargetResult:
     """Zero the fewest lowest-scored channels of `model` so the rebuilt model reaches `target`.
+
+    Targets first, rounding second: when rounding every layer to `round_to` cannot reach
+    the target, rounding gives way in as few layers as needed (those where it costs most),
+    named in ``record["rounding_gave_way"]``.
 
     Args:
         model: a *work copy* (its weights are overwritten; the caller's dense model stays intact).
         grouped_kernels: `sparsity.grouped_kernels(model)` entries for the candidate layers.
-        scores: ``{layer name: per-channel score}``; low scores are cut first.
+        scores: ``{layer name: per-channel score}``; low scores are cut first, and rounding
+            keeps back the highest-scored of the cut ones.
         target: what to reach.
-        scope: ``global``, ``layer`` or ``uniform`` (module docstring).
+        scope: ``global``, ``global-raw``, ``layer`` or ``uniform`` (module docstring).
         threshold, round_to, min_channels: the run's surgery options.
         cost: ``model -> {"flops", "params"}`` (default: `asp_export.flops.count`).
+        divisors: ``{layer name: divisor}`` making scores per weight for ``global``
+            (`asp_export.methods.score_divisors`); default 1.
 
     Returns:
         A `TargetResult` whose model has exactly the plan's dropped channels zeroed
         (for ``elementwise``: every chosen channel, kept or not); ``record`` holds
         requested/achieved values, the rounding and how many channels were zeroed. If
-        even cutting every candidate channel cannot reach the target, the largest
-        reachable cut is returned with ``reached: false``.
+        even the largest cut cannot reach the target (`limit` refuses that before
+        training), the largest cut is returned with ``reached: false``.
     """
     from asp_export import surgery
 
-    cost = cost or _flops_cost
-    candidates = [g for g in grouped_kernels if g.name in scores]
-    if not candidates:
-        raise UserInputError(
-            "No layer has channels this method can rank; nothing to prune toward the target."
-        )
-    originals = snapshot(candidates)
-    zero_channels(candidates, {}, originals)
-    dense_cost = cost(model)
-    order = order_channels({g.name: scores[g.name] for g in candidates}, scope)
+    search = _Search(
+        model, grouped_kernels, scores, target,
+        scope=scope, threshold=threshold, min_channels=min_channels, cost=cost, divisors=divisors,
+    )  # fmt: skip
+    n = len(search.order)
+    unrounded: list[str] = []
+    with _quiet_surgery():
+        if round_to > 1 and search.measure(n, round_to)[0] < target.value:
+            unrounded = _release_rounding(search, round_to, target.value)
+        probes: dict[int, float] = {}
 
-    probes: dict[int, tuple[float, Any]] = {}
+        def achieved(k: int) -> float:
+            if k not in probes:
+                probes[k] = search.measure(k, round_to, unrounded)[0]
+                log.debug("target search: zero %d channels -> %s reduction %.4f", k, target.kind, probes[k])
+            return probes[k]
 
-    def measure(k: int, rounding: int = round_to) -> tuple[float, Any, dict]:
-        zero_channels(candidates, _drop_sets(order, k), originals)
-        plan = surgery.plan(model, threshold=threshold, round_to=rounding, min_channels=min_channels)
-        small_cost = cost(surgery.apply(model, plan))
-        if target.kind == "elementwise":
-            from asp_export.sparsity import elementwise_sparsity
-
-            return elementwise_sparsity(model), plan, small_cost
-        return target.reduction(dense_cost, small_cost), plan, small_cost
-
-    def achieved(k: int) -> float:
-        if k not in probes:
-            value, plan, _ = measure(k)
-            probes[k] = (value, plan)
-            log.debug("target search: zero %d channels -> %s reduction %.4f", k, target.kind, value)
-        return probes[k][0]
-
-    surgery_log = logging.getLogger("asp_export.surgery")
-    level = surgery_log.level
-    surgery_log.setLevel(max(level, logging.WARNING))  # one "channels kept" line per probe is noise
-    try:
-        k, reached = _bisect(achieved, len(order), target.value)
-        value, plan, small_cost = measure(k)
-        unrounded, _, _ = measure(k, 1)
-    finally:
-        surgery_log.setLevel(level)
+        k, reached = _bisect(achieved, n, target.value)
+        exact_value, exact_plan, _ = search.measure(k, 1)
+        value, plan, small_cost = search.measure(k, round_to, unrounded)
     if target.kind == "elementwise":  # the zeros are the target: keep every chosen channel zeroed
-        zero_channels(candidates, _drop_sets(order, k), originals)
+        zero_channels(search.candidates, _drop_sets(search.order, k), search.originals)
         cut = model
     else:
         # Channels chosen but kept by the plan (kept back by round_to, or coupled through an Add to a
         # channel that stays) get their trained weights back: zeroing them would cost accuracy and
         # save nothing. Only the plan's dropped channels are zeroed (surgery.mask).
-        zero_channels(candidates, {}, originals)
+        search.restore()
         cut = surgery.mask(model, plan)
     if not reached:
         log.warning(
-            "Target %s %.3f is out of reach: cutting every rankable channel removes only %.3f.",
+            "Target %s %.3f is out of reach: the largest cut removes only %.3f.",
             target.kind,
             target.value,
             value,
+        )
+    if unrounded:
+        log.warning(
+            "Target %s %.3f: rounding to %d gave way in %s (widths not rounded there) to reach it.",
+            target.kind,
+            target.value,
+            round_to,
+            ", ".join(unrounded),
         )
     record = {
         "kind": target.kind,
         "requested": target.value,
         "achieved": round(value, 6),
-        "achieved_unrounded": round(unrounded, 6),
+        "achieved_unrounded": round(exact_value, 6),
         "reached": bool(value >= target.value),
         "meaning": _MEANING[target.kind],
         "scope": scope,
         "round_to": round_to,
+        "rounding_gave_way": unrounded,
         "channels_zeroed": int(k),
-        "channels_candidate": len(order),
-        "probes": len(probes) + 2,
-        "dense": dense_cost,
+        "channels_candidate": n,
+        "channels_protected": sum(len(v) for v in search.scores.values()) - n,
+        "widths_before_rounding": {entry["name"]: entry["after"] for entry in exact_plan.layers},
+        "probes": search.probes,
+        "dense": search.dense_cost,
         "pruned": small_cost,
     }
     return TargetResult(model=cut, plan=plan, record=record)
+
+
+def _release_rounding(search: _Search, round_to: int, goal: float) -> list[str]:
+    """The fewest layers whose rounding must give way for the largest cut to reach `goal`:
+    layers are released in the order of what rounding costs in each (largest first)."""
+    n = len(search.order)
+    names = [g.name for g in search.candidates]
+    base = search.measure(n, round_to)[0]
+    gain = {name: search.measure(n, round_to, [name])[0] - base for name in names}
+    released: list[str] = []
+    for name in sorted(names, key=lambda name: -gain[name]):
+        released.append(name)
+        if search.measure(n, round_to, released)[0] >= goal:
+            break
+    return released
 
 
 _MEANING = {

@@ -66,7 +66,9 @@ def _input_shape(ctx, param, value):
 @click.option(
     "--target-scope",
     type=click.Choice(SCOPES),
-    help="Rank channels globally, per layer (normalised), or cut the same share of every layer.",
+    help="How a target ranks channels: global (score per weight, comparable across layers), global-raw "
+    "(raw scores), layer (divided by the layer's largest) or uniform (same share of every layer).  "
+    "[default: per method; docs/evidence.md]",
 )
 @click.option("--lambda-group", type=float, help="Group-lasso weight.  [default: 1e-3]")
 @click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
@@ -134,6 +136,8 @@ def _summary(report: dict, out: str) -> str:
     if target:  # docs/evidence.md: what the target means and how it is reached
         unrounded = target.get("achieved_unrounded")
         before = f", {unrounded:.3f} before rounding to {target['round_to']}" if unrounded is not None else ""
+        if target.get("rounding_gave_way"):
+            before += f"; rounding gave way in {', '.join(target['rounding_gave_way'])} to reach it"
         lines.insert(
             -1,
             f"target           {target['kind']} {target['requested']:g} requested, "

@@ -63,7 +63,7 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
     "--scopes",
     default="",
     callback=_names,
-    help="Also compare target scopes (global,layer,uniform): one run per (method, target, scope); "
+    help="Also compare target scopes (global,global-raw,layer,uniform): one run per (method, target, scope); "
     "each method still trains once.",
 )
 @click.option("--out", default="runs/sweep", show_default=True, type=click.Path(), help="Sweep directory.")

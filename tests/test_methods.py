@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -33,10 +34,19 @@ def test_uniform_scope_cuts_the_same_share_of_every_layer():
     assert set(order[:3]) == {("a", 1), ("a", 3), ("b", 1)}
 
 
-def test_global_scope_ranks_raw_scores_and_layer_scope_normalises():
+def test_global_raw_scope_ranks_raw_scores_and_layer_scope_normalises():
     scores = {"a": np.array([0.5, 0.1]), "b": np.array([10.0, 0.2])}
-    assert order_channels(scores, "global")[:2] == [("a", 1), ("b", 1)]
+    assert order_channels(scores, "global-raw")[:2] == [("a", 1), ("b", 1)]
     assert order_channels(scores, "layer")[0] == ("b", 1)  # 0.2/10 < 0.1/0.5
+
+
+def test_global_scope_ranks_scores_per_weight():
+    # a's groups hold 4 weights, b's 400: raw norms grow with sqrt(group size)
+    scores = {"a": np.array([0.4, 0.2]), "b": np.array([3.0, 6.0])}
+    divisors = {"a": 2.0, "b": 20.0}  # sqrt(group size) for L2 norms
+    assert order_channels(scores, "global-raw", divisors)[:2] == [("a", 1), ("a", 0)]
+    # per weight: a 0.2, 0.1; b 0.15, 0.3
+    assert order_channels(scores, "global", divisors) == [("a", 1), ("b", 0), ("a", 0), ("b", 1)]
 
 
 def test_bisect_finds_the_smallest_cut_reaching_the_goal():
@@ -196,3 +206,109 @@ def test_channels_kept_back_by_rounding_or_coupling_keep_their_trained_weights(k
     expected = surgery.mask(original, result.plan)  # the trained model with only the dropped channels zeroed
     for got, want in zip(result.model.get_weights(), expected.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+# --- targets first, rounding second (issue 12.3) ------------------------------------------------
+
+
+def _lenet5_reach(target, *, round_to, scores=None, input_shape=(28, 28, 1)):
+    from asp_export.models import create_model
+
+    from asp_export.sparsity import grouped_kernels
+    from asp_export.targets import reach
+
+    model = create_model("lenet5", input_shape=input_shape, num_classes=10)
+    kernels = grouped_kernels(model)
+    scores = scores or {k.name: k.norms() for k in kernels}
+    result = reach(
+        model, kernels, scores, target, scope="global", threshold=1e-3, round_to=round_to, min_channels=1
+    )
+    return model, kernels, scores, result
+
+
+def test_rounding_gives_way_where_it_must_to_reach_the_target(keras_seed):
+    from asp_export import surgery
+
+    # LeNet-5 20-50-500 rounded to 8 cannot go below 8-8-8 (90.5 % of the FLOPs removed)
+    _, kernels, _, result = _lenet5_reach(Target("flops", 0.95), round_to=8)
+    record = result.record
+    assert record["reached"] and record["achieved"] >= 0.95
+    assert record["rounding_gave_way"]  # named, and only where needed: not every layer
+    assert len(record["rounding_gave_way"]) < len(kernels)
+    widths = {layer["name"]: layer["after"] for layer in result.plan.layers}
+    for name, width in widths.items():
+        assert width >= 1, name
+        if name not in record["rounding_gave_way"] and width < layer_width(result.plan, name):
+            assert width % 8 == 0, (name, width)
+    # no layer is left without a live channel: every kept channel carries its trained weights
+    small = surgery.apply(result.model, result.plan)
+    for grouped in kernels:
+        kept = np.asarray(small.get_layer(grouped.name).kernel)
+        assert np.all(np.abs(kept).reshape(-1, kept.shape[-1]).max(axis=0) > 0), grouped.name
+
+
+def layer_width(plan, name):
+    return next(layer["before"] for layer in plan.layers if layer["name"] == name)
+
+
+def test_rounding_keeps_back_the_highest_scored_channels(keras_seed):
+    from asp_export.models import create_model
+
+    from asp_export.sparsity import grouped_kernels
+
+    rng = np.random.default_rng(3)
+    model = create_model("lenet5", input_shape=(28, 28, 1), num_classes=10)
+    widths = {k.name: len(k.norms()) for k in grouped_kernels(model)}
+    scores = {name: rng.permutation(n).astype(float) for name, n in widths.items()}  # not index order
+    _, _, _, result = _lenet5_reach(Target("flops", 0.8), round_to=8, scores=scores)
+    assert result.record["achieved_unrounded"] > result.record["achieved"]  # rounding kept channels back
+    for group in result.plan.groups:
+        name = group.members.split(" ")[0]
+        if name not in scores or not group.drop:
+            continue
+        top = set(np.argsort(-scores[name], kind="stable")[: len(group.keep)].tolist())
+        assert set(group.keep) == top, name
+
+
+def test_a_target_no_cut_can_reach_is_refused_before_training(tmp_path):
+    result, report = _prune(tmp_path, "x", *LENET, "--method", "gasl", "--target-flops", "0.999")
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "--target-flops 0.999 cannot be reached on lenet5" in line and "at most 0.9" in line
+    assert "Epoch" not in result.output and not (tmp_path / "x").exists()
+
+
+def test_a_pruned_model_at_chance_is_a_failed_run(tmp_path, monkeypatch):
+    from asp_export import methods
+
+    choose = methods.choose_plan
+
+    def destroying(dense, options):  # a cut that leaves no information through conv1
+        source, plan, target = choose(dense, options)
+        layer = source.get_layer("conv1")
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+        return source, plan, target
+
+    monkeypatch.setattr(methods, "choose_plan", destroying)
+    args = ["--model", "lenet5", "--input-shape", "16,16,1", "--data", "digits", "--epochs", "2"]
+    result, report = _prune(tmp_path, "dead", *args, "--round-to", "1", "--target-flops", "0.3")
+    assert result.exit_code == 1, result.output
+    assert "pruned model is at chance" in result.output and "dense model reached" in result.output
+    assert report is None and not (tmp_path / "dead" / "pruned.keras").exists()
+
+
+def test_the_live_structure_is_the_one_before_rounding(tmp_path):
+    # issue 17.10 and 17.12: the widths the cut chose, not the rounded ones; labelled channel counts
+    result, report = _prune(
+        tmp_path, "l1", *LENET[:-2], "--round-to", "8", "--method", "l1-filter", "--target-flops", "0.5"
+    )
+    assert result.exit_code == 0, result.output
+    target = report["target"]
+    assert target["achieved_unrounded"] > target["achieved"]  # rounding kept channels back
+    live = "-".join(str(target["widths_before_rounding"][layer["name"]]) for layer in report["layers"])
+    assert report["structure_live"] == live != report["structure"]
+    assert f"(live before rounding: {live})" in result.output
+    zeroed = re.search(r"zeroed \d+ of the (\d+) output channels of the (\d+) pruned layers", result.output)
+    kept = re.search(r"\d+ of the (\d+) output channels of its (\d+) conv/dense layers kept", result.output)
+    assert zeroed and kept, result.output
+    assert int(kept[1]) - int(zeroed[1]) == 10 and int(kept[2]) - int(zeroed[2]) == 1  # the classifier

@@ -199,3 +199,31 @@ def test_magnitude_rows_say_they_removed_nothing_on_the_table_and_the_plot(tmp_p
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
     plot(comparison, tmp_path / "comparison.png")
     assert set(legends) == {"ssl", "magnitude (zeros only: nothing removed)"}
+
+
+def test_the_default_sweep_keeps_every_cell_above_chance(tmp_path):
+    # issue 12.4: `asp sweep --epochs 1 --targets 0.5` at defaults (gasl-mnist on digits, params
+    # target, round_to 8, each method's default scope) once cut gasl/ssl to chance (conv1 to 8
+    # filters, fc2 256 -> 8) by ranking raw group norms across layers of different group sizes.
+    from asp_export.data import load_dataset
+    from asp_export.pipeline import chance_accuracy
+
+    out = tmp_path / "sweep"
+    args = ["sweep", "--methods", "gasl,ssl", "--targets", "0.5", "--epochs", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((out / "comparison.json").read_text())
+    chance = chance_accuracy(load_dataset("digits", input_shape=(28, 28, 1), val_fraction=0.1, seed=0))
+    assert comparison["reference"]["accuracy"] > chance + 0.5  # the reference learnt
+    for row in comparison["rows"]:
+        assert row["status"] == "ok", row
+        assert row["accuracy"] > chance + 0.3, row  # chance is ~0.10; raw global norms gave ~0.10
+
+
+def test_a_sweep_with_an_unreachable_target_is_refused_before_training(tmp_path):
+    out = tmp_path / "sweep"
+    args = [*SWEEP[:8], "gasl", "--targets", "0.5,0.999", "--target-kind", "flops", "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "--target-flops 0.999 cannot be reached on lenet5" in result.output
+    assert "Epoch" not in result.output and not out.exists()
