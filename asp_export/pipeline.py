@@ -69,7 +69,7 @@ class PruneOptions:
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
     target_flops: float | None = None  # fraction of dense FLOPs to remove (asp_export/targets.py)
     target_sparsity: float | None = None  # fraction of dense params to remove
-    target_scope: str | None = None  # global | layer | uniform; default per method
+    target_scope: str | None = None  # global | global-raw | layer | uniform; default per method
     target_elementwise: float | None = None  # the paper's element-wise sparsity of the cut model
 
     def __post_init__(self) -> None:
