@@ -280,25 +280,17 @@ def _quiet_surgery():
         surgery_log.setLevel(level)
 
 
-def limit(
-    model,
-    grouped_kernels: list,
-    scores: dict[str, np.ndarray],
-    target: Target,
-    *,
-    scope: str,
-    threshold: float,
-    min_channels: int,
-    cost: Callable | None = None,
-    divisors: dict[str, float] | None = None,
-) -> float:
+def limit(model, grouped_kernels: list, scores: dict[str, np.ndarray], target: Target, **options) -> float:
     """The most any cut can reach: every rankable channel cut but each layer's `min_channels`
     (at least one), no rounding. For flops and sparsity this depends on the architecture
-    only, so an untrained model tells it before training. `model`'s weights are restored."""
-    search = _Search(
-        model, grouped_kernels, scores, target,
-        scope=scope, threshold=threshold, min_channels=min_channels, cost=cost, divisors=divisors,
-    )  # fmt: skip
+    only, so an untrained model tells it before training. `model`'s weights are restored.
+
+    Args:
+        options: ``scope``, ``threshold``, ``min_channels`` and optionally ``cost`` and
+            ``divisors``, as for `reach`.
+    """
+    options.setdefault("cost", None)
+    search = _Search(model, grouped_kernels, scores, target, **options)
     try:
         with _quiet_surgery():
             value, _, _ = search.measure(len(search.order), 1)
