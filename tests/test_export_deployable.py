@@ -215,6 +215,8 @@ def test_bench_marks_a_file_that_failed_parity_and_check_fails_its_speedup(tmp_p
     speedup = next(name for name in failed if name.startswith("speedup_p50["))
     assert "pruned file failed export parity" in failed[speedup]
     assert "parity.passed" in failed
+    update = write_baseline(run, tmp_path / "from_the_failed_run.json")
+    assert any(w.startswith(f"{speedup} timed a pruned file that failed") for w in update.warnings)
 
 
 def test_a_simplified_file_the_runtime_cannot_run_is_rejected_not_a_crash(tmp_path, monkeypatch):

@@ -582,6 +582,11 @@ def write_baseline(
             f"export parity failed in this run ({', '.join(figures.parity_failures)}); "
             "the gate fails until it passes."
         )
+    for name, roles in figures.parity_failed_pairs.items():
+        warnings.append(
+            f"{name} timed a {' and '.join(roles)} file that failed export parity; "
+            "the gate fails it until the export passes and is benchmarked again."
+        )
     stored_budgets: dict[str, Any] = {k: BUDGETS[k].format(v) for k, v in budgets.items()}
     if old:
         stored_budgets.update({k: v for k, v in old.budgets.items() if k in metrics})
