@@ -392,6 +392,25 @@ def test_cifar10_binary_loads_from_folder_parent_and_archive(tmp_path):
         assert y.tolist() == [3, 1, 4]
 
 
+def test_the_other_cifar_is_refused_by_name_and_its_archive_by_checksum(tmp_path, monkeypatch, caplog):
+    """Issue 17 item 7 for CIFAR: the CIFAR-10 files given as cifar100 name CIFAR-10."""
+    from asp_export.data import cifar
+
+    made = make_cifar10(tmp_path / "extract")
+    with pytest.raises(DataError, match="holds the CIFAR-10 binary files .* use --data cifar10"):
+        load_dataset("cifar100", data_dir=made["folder"])
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(made["folder"], arcname="cifar-10-batches-bin")
+    with caplog.at_level("WARNING"):
+        load_dataset("cifar10", data_dir=archive)  # not the published archive: read, with a warning
+    assert "md5 differs from the published CIFAR-10 archive" in caplog.text
+    # this archive plays the official one (its md5, computed here, in the table)
+    monkeypatch.setitem(cifar.LAYOUTS["cifar10"], "md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    with pytest.raises(DataError, match="is the official CIFAR-10 binary archive, not CIFAR-100"):
+        load_dataset("cifar100", data_dir=archive)
+
+
 def test_cifar100_uses_the_fine_label(tmp_path):
     folder = tmp_path / "cifar-100-binary"
     folder.mkdir()

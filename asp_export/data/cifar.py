@@ -10,6 +10,7 @@ recognises it and refuses it without opening it with pickle.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tarfile
 from pathlib import Path
@@ -29,6 +30,7 @@ LAYOUTS = {
         "folder": "cifar-10-batches-bin",
         "archive": "cifar-10-binary.tar.gz",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        "md5": "c32a1d4ab5d03f1284b67883e8d87530",  # of the archive, as published on the CIFAR page
         "train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
         "test": ("test_batch.bin",),
         "label_bytes": 1,
@@ -39,6 +41,7 @@ LAYOUTS = {
         "folder": "cifar-100-binary",
         "archive": "cifar-100-binary.tar.gz",
         "url": "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+        "md5": "03b5dce01913d631647c71ecec9e9cb8",
         "train": ("train.bin",),
         "test": ("test.bin",),
         "label_bytes": 2,
@@ -61,6 +64,29 @@ CLASS_NAMES = {
         "willow_tree wolf woman worm".split()
     ),
 }
+
+
+_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
+
+def _other(name: str) -> str:
+    return "cifar100" if name == "cifar10" else "cifar10"
+
+
+def _check_archive(name: str, path: Path) -> None:
+    """Refuse the other CIFAR's official archive by its published md5; note an unofficial one."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    other = _other(name)
+    if digest.hexdigest() == LAYOUTS[other]["md5"]:
+        raise DataError(
+            f"{path}: is the official {_TITLES[other]} binary archive, not {_TITLES[name]}; "
+            f"use --data {other}, or pass {LAYOUTS[name]['archive']}."
+        )
+    if digest.hexdigest() != LAYOUTS[name]["md5"]:
+        log.warning("%s: md5 differs from the published %s archive; reading it anyway", path, _TITLES[name])
 
 
 def _expected(name: str) -> str:
@@ -172,6 +198,7 @@ def _locate(name: str, data_dir: Path):
     if data_dir.is_file():
         if _is_pickle(_head(data_dir)):
             raise _pickle_refusal(name, str(data_dir))
+        _check_archive(name, data_dir)
         reader = _TarReader(data_dir, name)
         if lay["pickle_markers"][0] in reader.dirs and lay["train"][0] not in reader.members:
             reader.close()
@@ -181,7 +208,15 @@ def _locate(name: str, data_dir: Path):
         if (candidate / lay["train"][0]).is_file() or (candidate / lay["test"][0]).is_file():
             return _DirReader(candidate)
     if (data_dir / lay["archive"]).is_file():
+        _check_archive(name, data_dir / lay["archive"])
         return _TarReader(data_dir / lay["archive"], name)
+    other = LAYOUTS[_other(name)]
+    for candidate in (data_dir, data_dir / other["folder"]):
+        if (candidate / other["train"][0]).is_file() and (candidate / other["test"][0]).is_file():
+            raise DataError(
+                f"{candidate}: holds the {_TITLES[_other(name)]} binary files ({other['train'][0]}, "
+                f"{other['test'][0]}), not {_TITLES[name]}; use --data {_other(name)}."
+            )
     for marker in lay["pickle_markers"]:
         found = data_dir / marker
         if found.is_dir() or (found.is_file() and _is_pickle(_head(found))):
@@ -258,7 +293,7 @@ def _download(name: str) -> Path:
 
     lay = LAYOUTS[name]
     try:
-        return Path(keras.utils.get_file(lay["archive"], origin=lay["url"]))
+        return Path(keras.utils.get_file(lay["archive"], origin=lay["url"], file_hash=lay["md5"]))
     except Exception as err:  # noqa: BLE001 -- urllib, ssl, http and keras wrap failures differently
         raise DataError(
             f"Could not download {lay['url']} ({_first_line(err)}); "
