@@ -16,6 +16,7 @@ from typing import Any
 
 from asp_export._io import atomic_path, remove_stale_temporaries, write_json_atomic
 from asp_export.errors import PruningFailed, RunDirError, UserInputError
+from asp_export.input_range import check_input_range
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
 from asp_export.sparsity import SparsityConfig
 from asp_export.train import TrainConfig
@@ -60,6 +61,7 @@ class PruneOptions:
     data: str = "digits"
     data_dir: str | None = None
     input_shape: tuple[int, int, int] | None = None
+    input_range: str | None = None  # 0-1 | 0-255 | -1-1; None: read from the model, else 0-1
     val_fraction: float = 0.1
     augment: bool = False
     finetune_epochs: int = 0
@@ -76,6 +78,8 @@ class PruneOptions:
         from asp_export.targets import validate_target
 
         validate_target(self.target_flops, self.target_sparsity, self.target_scope, self.target_elementwise)
+        if self.input_range is not None:
+            check_input_range(self.input_range)
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserInputError(f"val fraction must be in [0, 1), got {self.val_fraction}.")
         if self.finetune_epochs < 0:
@@ -125,6 +129,7 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     # Validate the model and the data before a run directory exists.
     model_source = _model_source(options.model)
     dataset = _load_data(options, model_source)
+    options = replace(options, input_range=dataset.input_range)  # config.json records the one used
     warn_degenerate(options, dataset)
     if not resume:
         methods.validate(options, lambda: _build_model(options, model_source, dataset))
@@ -330,26 +335,33 @@ def _model_source(model: str) -> str:
 
 
 def _load_data(options: PruneOptions, model_source: str):
+    """The dataset at the model's input shape and pixel range (`asp_export.input_range`)."""
     from asp_export.data import load_dataset
+    from asp_export.input_range import resolve_input_range
 
     input_shape = options.input_shape
-    if input_shape is None:
-        if model_source == "zoo":
-            from asp_export.models import get_model_entry
+    model = None
+    if model_source == "file":
+        from asp_export.keras_io import load_keras_model
 
-            input_shape = get_model_entry(options.model).default_input_shape
-        else:
-            from asp_export.keras_io import load_keras_model
+        model = load_keras_model(options.model)
+        input_shape = input_shape or tuple(model.input_shape[1:])
+    elif input_shape is None:
+        from asp_export.models import get_model_entry
 
-            input_shape = tuple(load_keras_model(options.model).input_shape[1:])
-    return load_dataset(
+        input_shape = get_model_entry(options.model).default_input_shape
+    input_range, why = resolve_input_range(options.input_range, model)
+    dataset = load_dataset(
         options.data,
         data_dir=options.data_dir,
         input_shape=input_shape,
         val_fraction=options.val_fraction,
         seed=options.train.seed,
         augment=options.augment,
+        input_range=input_range,
     )
+    log.info("input range %s: %s", input_range, why)  # after loading: bad data is one line
+    return dataset
 
 
 def warn_degenerate(options: PruneOptions, dataset) -> None:
@@ -446,6 +458,7 @@ def _config_record(options: PruneOptions, model, model_source: str, dataset, str
         "model_source": model_source,
         "data": dataset.describe(),
         "input_shape": list(dataset.input_shape),
+        "input_range": dataset.input_range,
         "num_classes": dataset.num_classes,
         "seed": options.train.seed,
         "method": options.sparsity.method,

@@ -8,6 +8,7 @@ import click
 
 from asp_export.errors import unknown_name_error
 from asp_export.export.formats import FORMATS, PRECISIONS
+from asp_export.input_range import INPUT_RANGES
 
 
 class _Choice(click.Choice):
@@ -128,6 +129,12 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
     default=None,
     help="int8/dynamic: minimum top-1 agreement with Keras (default 0.98).",
 )
+@click.option(
+    "--input-range",
+    type=click.Choice(list(INPUT_RANGES)),
+    help="Bare .keras file: pixel range of the synthetic parity/calibration inputs.  [default: read "
+    "from the model, else 0-1; a run directory uses the range it was trained on]",
+)
 @click.option("--force", is_flag=True, help="Replace files this export would write if they already exist.")
 def command(
     source: Path,
@@ -145,6 +152,7 @@ def command(
     rtol,
     atol,
     min_top1,
+    input_range,
     force,
 ) -> None:
     """Export SOURCE (a run directory or a .keras file) and check every file in its runtime.
@@ -172,6 +180,7 @@ def command(
         rtol=rtol,
         atol=atol,
         min_top1=min_top1,
+        input_range=input_range,
         force=force,
     )
     result = export_run(source, options, strict=False)

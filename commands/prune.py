@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from asp_export.input_range import INPUT_RANGES
 from asp_export.sparsity import METHODS, SOLVERS, WEIGHTINGS
 from asp_export.targets import SCOPES
 from asp_export.train import STRATEGIES
@@ -39,6 +40,12 @@ def _input_shape(ctx, param, value):
     "--data-dir", type=click.Path(file_okay=True), help="Folder holding the dataset's official files."
 )
 @click.option("--input-shape", callback=_input_shape, help="H,W,C the model is built for (zoo models).")
+@click.option(
+    "--input-range",
+    type=click.Choice(list(INPUT_RANGES)),
+    help="Pixel range the model expects.  [default: read from the model (a leading Rescaling(1/255) "
+    "or keras.applications preprocessing means 0-255), else 0-1]",
+)
 @click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue the killed run in this directory.")

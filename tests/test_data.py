@@ -170,7 +170,15 @@ def test_digits_are_resized_to_the_model_input(shape):
 def test_describe_round_trips_to_the_same_data():
     ds = load_dataset("digits", input_shape=(28, 28, 1), val_fraction=0.2, seed=3)
     described = ds.describe()
-    assert set(described) == {"name", "data_dir", "input_shape", "val_fraction", "seed", "augment"}
+    assert set(described) == {
+        "name",
+        "data_dir",
+        "input_shape",
+        "val_fraction",
+        "seed",
+        "augment",
+        "input_range",
+    }
     again = load_dataset(**described)
     assert (again.n_train, again.n_val, again.n_test) == (ds.n_train, ds.n_val, ds.n_test)
     for a, b in zip(first_batch(ds.train(32)), first_batch(again.train(32)), strict=True):
@@ -707,6 +715,52 @@ def test_bad_npz_files_are_data_errors_naming_the_file(tmp_path, case):
         load_dataset(f"npz:{path}")
     assert str(path) in str(info.value)
     assert not marker.exists()
+
+
+# --- the model's pixel range (asp_export.input_range) ------------------------------------------
+
+
+@pytest.mark.parametrize("input_range, low, high", [("0-255", 0.0, 255.0), ("-1-1", -1.0, 1.0)])
+def test_every_split_and_sample_is_mapped_to_the_input_range(tmp_path, input_range, low, high):
+    """Training, evaluation, parity and calibration all read batches or samples from a Dataset."""
+    x = RNG.integers(0, 256, (12, 5, 5), dtype=np.uint8)
+    y = np.arange(12) % 3
+    np.savez(tmp_path / "u8.npz", x_train=x, y_train=y, x_test=x, y_test=y)
+    folder = make_folder(tmp_path / "pngs")
+    for name in (f"npz:{tmp_path / 'u8.npz'}", f"folder:{folder}"):
+        unit = load_dataset(name, val_fraction=0.25)
+        mapped = load_dataset(name, val_fraction=0.25, input_range=input_range)
+        assert mapped.describe()["input_range"] == input_range
+        assert load_dataset(**mapped.describe()).input_range == input_range
+        for split in ("train", "val", "test"):
+            pipeline = getattr(unit, split)(4) if split != "train" else unit.train(4, shuffle=False)
+            other = getattr(mapped, split)(4) if split != "train" else mapped.train(4, shuffle=False)
+            np.testing.assert_allclose(
+                first_batch(other)[0], low + (high - low) * first_batch(pipeline)[0], rtol=1e-6, atol=1e-5
+            )
+            np.testing.assert_allclose(
+                mapped.sample(3, split=split), low + (high - low) * unit.sample(3, split=split), atol=1e-5
+            )
+    if input_range == "0-255":  # uint8 pixels reach a 0-255 model exactly
+        exact = load_dataset(f"npz:{tmp_path / 'u8.npz'}", input_range="0-255").sample(12, split="test")
+        np.testing.assert_array_equal(exact, x[..., None].astype(np.float32))
+
+
+def test_float_pixels_outside_0_1_are_refused_unless_they_are_in_the_input_range():
+    x = RNG.random((10, 4, 4, 1)).astype(np.float32)
+    y = np.arange(10) % 2
+    with pytest.raises(DataError, match=r"float pixels span .*--input-range 0-255"):
+        dataset_from_arrays(x * 255, y, x * 255, y)
+    as_given = dataset_from_arrays(x * 255, y, x * 255, y, input_range="0-255", val_fraction=0.0)
+    np.testing.assert_allclose(first_batch(as_given.test(10))[0], x * 255, rtol=1e-6)
+    signed = dataset_from_arrays(2 * x - 1, y, 2 * x - 1, y, input_range="-1-1", val_fraction=0.0)
+    np.testing.assert_allclose(first_batch(signed.test(10))[0], 2 * x - 1, atol=1e-6)
+    with pytest.raises(DataError, match="--input-range -1-1"):
+        dataset_from_arrays(2 * x - 1, y, 2 * x - 1, y)
+    with pytest.raises(DataError, match="float pixels span"):
+        dataset_from_arrays(x * 300, y, x * 300, y, input_range="0-255")
+    unit = dataset_from_arrays(x, y, x, y, input_range="0-255", val_fraction=0.0)  # 0..1 floats: pixels
+    np.testing.assert_allclose(first_batch(unit.test(10))[0], x * 255, rtol=1e-5)
 
 
 def test_rgb_to_gray_uses_luminance():

@@ -132,6 +132,7 @@ def kit(tmp_path_factory) -> Kit:
     np.savez(kit / "inf.npz", x_train=x, y_train=y, x_test=inf, y_test=y)
     np.savez(kit / "labels-from-1.npz", x_train=x, y_train=y % 10 + 1, x_test=x, y_test=y % 10 + 1)
     np.savez(kit / "test-only-class.npz", x_train=x, y_train=y, x_test=x, y_test=np.where(y == 2, 3, y))
+    np.savez(kit / "float255.npz", x_train=x * 255, y_train=y, x_test=x * 255, y_test=y)  # 0..255 as floats
     empty = root / "empty"
     for cls in ("cat", "dog"):
         (empty / cls).mkdir(parents=True)
@@ -187,6 +188,8 @@ CASES: list[Case] = [
                                     "--out", str(k / "o")], 2, "NaN"),
     ("prune-inf-pixels", lambda k: ["prune", "--model", "tiny_cnn", "--data", f"npz:{k / 'inf.npz'}",
                                     "--out", str(k / "o")], 2, "Inf"),
+    ("prune-float-pixels-in-0-255", lambda k: ["prune", "--model", "tiny_cnn", "--data", f"npz:{k / 'float255.npz'}",
+                                               "--out", str(k / "o")], 2, "--input-range 0-255"),
     ("prune-empty-folder-dataset", lambda k: ["prune", "--model", "tiny_cnn", "--data", f"folder:{k / 'empty'}",
                                               "--out", str(k / "o")], 2, "image"),
     # As root, chmod 0o500 does not stop writes; a path under a regular file is unwritable for everyone.
@@ -306,6 +309,15 @@ def test_a_color_model_on_gray_data_gets_the_gray_images_as_three_channels(kit, 
     )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["input_shape"] == [16, 16, 3]
+
+
+def test_float_pixels_in_0_255_are_used_as_given_when_the_input_range_is_0_255(kit, tmp_path):
+    """The same npz the catalogue refuses is accepted once the user says the model takes 0..255."""
+    out = tmp_path / "run"
+    data = ["--data", f"npz:{kit / 'float255.npz'}", "--input-range", "0-255"]
+    result = CliRunner().invoke(cli, ["prune", "--model", "tiny_cnn", *data, *FAST_PRUNE, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["input_range"] == "0-255"
 
 
 def test_disk_full_while_writing_leaves_no_partial_file(kit, tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ from asp_export.data._dataset import (
     check_val_fraction,
 )
 from asp_export.errors import DataError, UserInputError, unknown_name_error
+from asp_export.input_range import DEFAULT_RANGE
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,9 @@ def load_dataset(
     val_fraction: float = 0.1,
     seed: int = 0,
     augment: bool = False,
+    input_range: str = DEFAULT_RANGE,
 ) -> Dataset:
-    """Load a dataset with deterministic splits, preprocessed to `input_shape`.
+    """Load a dataset with deterministic splits, preprocessed to `input_shape` and `input_range`.
 
     Args:
         name: one of `list_datasets()`: a built-in name, "folder:/path/to/root" (one subfolder per
@@ -133,6 +135,9 @@ def load_dataset(
         val_fraction: fraction of each training class held out for validation, in [0, 1).
         seed: chooses the validation split and the default shuffle/augmentation order.
         augment: random 4-px-padded crop + horizontal flip on training batches (CIFAR only).
+        input_range: the pixel range the model expects, "0-1", "0-255" or "-1-1"
+            (`asp_export.input_range`); pixels are read as 0..1 and mapped to it. Float arrays
+            (npz) must hold 0..1 pixels or values already in this range.
 
     Returns:
         A `Dataset`; `load_dataset(**ds.describe())` reloads the same data.
@@ -169,7 +174,13 @@ def load_dataset(
             raise unknown_name_error("dataset", name, list_datasets())
         source = _read_source(name, lambda: _SOURCES[canonical](data_dir))
     ds = build_dataset(
-        canonical, source, input_shape=shape, val_fraction=val_fraction, seed=seed, augment=augment
+        canonical,
+        source,
+        input_shape=shape,
+        val_fraction=val_fraction,
+        seed=seed,
+        augment=augment,
+        input_range=input_range,
     )
     log.info("loaded %r", ds)
     return ds
@@ -198,13 +209,14 @@ def dataset_from_arrays(
     input_shape: Sequence[int] | None = None,
     val_fraction: float = 0.1,
     seed: int = 0,
+    input_range: str = DEFAULT_RANGE,
 ) -> Dataset:
     """Wrap in-memory numpy data (e.g. a user's own arrays) in a `Dataset`.
 
     Images are [N, H, W] or [N, H, W, C] with C in {1, 3}: uint8 in 0..255 or floats in [0, 1]
-    (floats are used as given). Non-finite pixels, empty splits and labels outside
-    0..num_classes-1 raise DataError. The result cannot be reloaded by name (save the arrays
-    with `np.savez` and use "npz:PATH" for that).
+    (or floats already in `input_range`, used as given). Non-finite pixels, other floats, empty
+    splits and labels outside 0..num_classes-1 raise DataError. The result cannot be reloaded by
+    name (save the arrays with `np.savez` and use "npz:PATH" for that).
 
     Example:
         >>> x = np.zeros((20, 8, 8), np.uint8); y = np.arange(20) % 2
@@ -221,4 +233,5 @@ def dataset_from_arrays(
         val_fraction=check_val_fraction(val_fraction),
         seed=check_seed(seed),
         augment=False,
+        input_range=input_range,
     )

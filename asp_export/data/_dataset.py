@@ -4,8 +4,9 @@ Every source (digits, IDX, CIFAR binary, image folder, numpy arrays) is reduced 
 either small uint8 arrays held in memory (`ArrayStore`) or a list of image files streamed from
 disk (`FileStore`). A split is a store plus an index array, so train and validation share one
 store and never copy images. Pixels stay in their stored dtype (uint8 for every file source)
-until a batch is formed; only then are they converted to float32 in [0, 1], changed to the
-model's channel count and resized to its height and width.
+until a batch is formed; only then are they converted to float32 in [0, 1], mapped to the model's
+input range (`asp_export.input_range`: 0-1, 0-255 or -1-1), changed to the model's channel count
+and resized to its height and width.
 
 TensorFlow is imported inside methods so that `import asp_export.data` stays light (the CLI's
 `--help` must not import TensorFlow).
@@ -16,13 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from asp_export.data._preprocess import augment_batch, decode_file, to_model_input
 from asp_export.errors import DataError, UserInputError
+from asp_export.input_range import DEFAULT_RANGE, INPUT_RANGES, bounds, check_input_range
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,8 @@ class ArrayStore:
 
     x: np.ndarray
     y: np.ndarray
-    scale: float  # multiply stored values by this to get [0, 1]
+    scale: float  # stored * scale + offset is the pixel in [0, 1]
+    offset: float = 0.0
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -219,7 +222,8 @@ class Dataset:
     """A loaded dataset: metadata, deterministic splits, and tf.data pipelines.
 
     Build it with `asp_export.data.load_dataset`; `load_dataset(**ds.describe())` rebuilds it.
-    Batches are `(x, y)` with x float32 [B, H, W, C] in [0, 1] at `input_shape`, y int32 [B].
+    Batches are `(x, y)` with x float32 [B, H, W, C] in `input_range` (0-1 unless told otherwise)
+    at `input_shape`, y int32 [B].
     """
 
     name: str
@@ -231,6 +235,7 @@ class Dataset:
     val_fraction: float
     seed: int
     augment: bool
+    input_range: str
     _splits: dict[str, tuple[ArrayStore | FileStore, np.ndarray]] = field(repr=False)
     _tensors: dict[int, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -267,6 +272,7 @@ class Dataset:
             "val_fraction": self.val_fraction,
             "seed": self.seed,
             "augment": self.augment,
+            "input_range": self.input_range,
         }
 
     def __repr__(self) -> str:
@@ -348,7 +354,7 @@ class Dataset:
             seed: which images are picked.
 
         Returns:
-            float32 numpy [n, H, W, C] in [0, 1], or `(x, y)` when `with_labels`.
+            float32 numpy [n, H, W, C] in `input_range`, or `(x, y)` when `with_labels`.
         """
         import tensorflow as tf
 
@@ -364,14 +370,13 @@ class Dataset:
             n = idx.size
         pick = idx[np.sort(np.random.default_rng(seed).choice(idx.size, size=int(n), replace=False))]
         if isinstance(store, ArrayStore):
-            x = to_model_input(store.x[pick], store.scale, self.input_shape)
+            x = to_model_input(store.x[pick], store.scale, self.input_shape, self.input_range, store.offset)
         else:
             images = []
             for path in store.paths[pick]:
                 try:
-                    images.append(
-                        to_model_input(decode_file(path, self.native_shape)[None], 1 / 255, self.input_shape)
-                    )
+                    image = decode_file(path, self.native_shape)[None]
+                    images.append(to_model_input(image, 1 / 255, self.input_shape, self.input_range))
                 except tf.errors.OpError as err:
                     reason = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:.*", "", err.message.splitlines()[0])
                     raise DataError(f"{os.fsdecode(path)}: cannot decode image ({reason}).") from None
@@ -407,25 +412,26 @@ class Dataset:
         labels = tf.constant(store.y[idx].astype(np.int32))
         rows = tf.constant(idx)  # position in this split -> row of the store
         shape = self.input_shape
+        input_range = self.input_range
         positions = _positions(
             idx.size, batch_size, shuffle=shuffle, seed=seed, repeat=repeat, start_step=start_step
         )
 
         if isinstance(store, ArrayStore):
             x_all = self._store_tensor(store)
-            scale = store.scale
+            scale, offset = store.scale, store.offset
             ds = positions.batch(batch_size, drop_remainder=drop_remainder)  # gather whole batches at once
             if augment:
                 ds = tf.data.Dataset.zip((ds, _batch_seeds(seed, repeat=repeat, start_step=start_step)))
 
                 def fetch(pos, batch_seed):
                     x = augment_batch(tf.gather(x_all, tf.gather(rows, pos)), batch_seed)
-                    return to_model_input(x, scale, shape), tf.gather(labels, pos)
+                    return to_model_input(x, scale, shape, input_range, offset), tf.gather(labels, pos)
             else:
 
                 def fetch(pos):
                     x = tf.gather(x_all, tf.gather(rows, pos))
-                    return to_model_input(x, scale, shape), tf.gather(labels, pos)
+                    return to_model_input(x, scale, shape, input_range, offset), tf.gather(labels, pos)
 
             ds = ds.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         else:
@@ -434,7 +440,7 @@ class Dataset:
 
             def load(pos):  # images differ in size: decode and resize one at a time, then batch
                 image = decode_file(tf.gather(paths, pos), native)
-                return to_model_input(image[None], 1 / 255, shape)[0], tf.gather(labels, pos)
+                return to_model_input(image[None], 1 / 255, shape, input_range)[0], tf.gather(labels, pos)
 
             ds = positions.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -485,8 +491,11 @@ def build_dataset(
     val_fraction: float,
     seed: int,
     augment: bool,
+    input_range: str = DEFAULT_RANGE,
 ) -> Dataset:
     """Hold out the validation split from train and wrap everything in a `Dataset`."""
+    input_range = check_input_range(input_range)
+    source = _float_pixels_in_range(name, source, input_range)
     if len(source.train) == 0 or len(source.test) == 0:
         raise DataError(
             f"{name}: the dataset is empty (train {len(source.train)}, test {len(source.test)} images)."
@@ -514,5 +523,40 @@ def build_dataset(
         val_fraction=float(val_fraction),
         seed=int(seed),
         augment=bool(augment),
+        input_range=input_range,
         _splits=splits,
     )
+
+
+def _float_pixels_in_range(name: str, source: SourceData, input_range: str) -> SourceData:
+    """Float images are read as 0..1 pixels, or as given when they already lie in `input_range`.
+
+    Anything else is refused: float pixels in 0..255 fed to a 0..1 model train badly without
+    a word (issue 17.5), and which of the two the user meant cannot be guessed.
+    """
+    stores = {}
+    for split in ("train", "test"):
+        store = getattr(source, split)
+        if not isinstance(store, ArrayStore) or not np.issubdtype(store.x.dtype, np.floating):
+            continue
+        low, high = float(store.x.min()), float(store.x.max())
+        if low >= 0.0 and high <= 1.0:
+            continue
+        range_low, range_high = bounds(input_range)
+        if range_low <= low and high <= range_high:  # already the model's input: use as given
+            span = range_high - range_low
+            stores[split] = replace(store, scale=1.0 / span, offset=-range_low / span)
+            continue
+        fits = [r for r, (a, b) in INPUT_RANGES.items() if a <= low and high <= b and r != input_range]
+        hint = (
+            f"if they are already the model's input in {fits[0].replace('-1-1', '-1..1')}, pass "
+            f"--input-range {fits[0]}; "
+            if fits
+            else ""
+        )
+        raise DataError(
+            f"{name} ({split}): float pixels span {low:.4g}..{high:.4g}, but asp reads float images as "
+            f"0..1 (uint8 as 0..255) and the input range is {input_range}; {hint}else store uint8 "
+            "0..255 or floats divided by 255."
+        )
+    return replace(source, **stores) if stores else source

@@ -7,11 +7,23 @@ All functions are TensorFlow ops that work on whole batches inside tf.data (and 
 from __future__ import annotations
 
 
-def to_model_input(x, scale: float, input_shape: tuple[int, int, int]):
-    """[B, h, w, c] stored pixels -> float32 [B, H, W, C] in [0, 1] for the model."""
+def to_model_input(
+    x, scale: float, input_shape: tuple[int, int, int], input_range: str = "0-1", offset: float = 0.0
+):
+    """[B, h, w, c] stored pixels -> float32 [B, H, W, C] in the model's input range.
+
+    `stored * scale + offset` is the pixel in [0, 1]; `input_range` (asp_export.input_range) maps
+    [0, 1] to what the model expects. Both happen in one multiply-add, so uint8 pixels reach a
+    0-255 model exactly (1/255 * 255 is 1.0 in float64) and floats already in range pass unchanged.
+    """
     import tensorflow as tf
 
-    x = tf.cast(x, tf.float32) * scale
+    from asp_export.input_range import affine
+
+    multiplier, low = affine(input_range)
+    x = tf.cast(x, tf.float32) * (scale * multiplier)
+    if offset * multiplier + low:
+        x = x + (offset * multiplier + low)
     height, width, channels = input_shape
     have = x.shape[-1]
     if have == 1 and channels == 3:

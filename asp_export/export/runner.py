@@ -48,6 +48,7 @@ from asp_export.export.parity import (
     reference_compute,
 )
 from asp_export.export.source import ExportSource, Samples, load_model, resolve_source
+from asp_export.input_range import check_input_range
 from asp_export.units import format_bytes
 from asp_export.versions import asp_version
 
@@ -77,6 +78,8 @@ class ExportOptions:
         force: Replace files this export would write if they exist.
         simplify: Simplify ONNX files with onnxslim (the result is kept only if parity holds).
         nchw: Write ONNX inputs NCHW (tf2onnx `inputs_as_nchw`); other formats stay NHWC.
+        input_range: Pixel range of a bare .keras file's synthetic inputs (0-1, 0-255, -1-1); None
+            reads it from the model. A run directory uses the range it was trained on.
     """
 
     formats: tuple[str, ...] = ("all",)
@@ -94,6 +97,7 @@ class ExportOptions:
     force: bool = False
     simplify: bool = True
     nchw: bool = False
+    input_range: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("parity_samples", "calibration_samples"):
@@ -108,6 +112,8 @@ class ExportOptions:
                 raise UserInputError(f"batch must be 'dynamic' or a positive integer, got {self.batch!r}.")
         for precision in self.precisions:
             check_precision(precision)
+        if self.input_range is not None:
+            check_input_range(self.input_range)
 
     def batch_for(self, fmt: ExportFormat) -> int | None:
         if self.batch is None:
@@ -188,6 +194,7 @@ def export_run(
             raise UserInputError(
                 f"{model_file.path} expects input {input_shape(model)}, {models[0][0].path.name} {shape}."
             )
+    src.choose_input_range(options.input_range, models[0][1])
     samples = Samples(src, shape)
     x, labels, data_desc = samples.parity(options.parity_samples)
     log.info("parity on %d samples (%s)", len(x), data_desc)

@@ -1,9 +1,10 @@
 """What is being exported: a run directory or a bare .keras file, its models and its samples.
 
 A run directory brings real data: parity runs on its dataset's test split and
-int8 calibration on its training split, exactly as `asp prune` saw them. A bare
-.keras file has no data, so it is checked on synthetic inputs (uniform [0, 1],
-seed 0) and the manifest says so.
+int8 calibration on its training split, exactly as `asp prune` saw them (pixel
+range included). A bare .keras file has no data, so it is checked on synthetic
+inputs (uniform over its input range: --input-range, else read from the model,
+else [0, 1]; seed 0) and the manifest says so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from asp_export.errors import ModelLoadError, RunDirError, UserInputError, unknown_name_error
+from asp_export.input_range import DEFAULT_RANGE, bounds, resolve_input_range
 from asp_export.rundir import MODEL_KINDS, RunDir, read_json
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,22 @@ class ExportSource:
     models: list[ModelFile]
     config: dict[str, Any] | None = None
     missing: list[str] = field(default_factory=list)
+    input_range: str = DEFAULT_RANGE  # set by choose_input_range
+
+    def choose_input_range(self, explicit: str | None, model) -> str:
+        """A run's recorded range (an explicit one must agree); a bare file: explicit, else the model's."""
+        if self.is_run:
+            recorded = ((self.config or {}).get("data") or {}).get("input_range", DEFAULT_RANGE)
+            if explicit is not None and explicit != recorded:
+                raise UserInputError(
+                    f"{self.path} was trained on input range {recorded}; drop --input-range {explicit} "
+                    "(it is for bare .keras files)."
+                )
+            self.input_range = recorded
+        else:
+            self.input_range, why = resolve_input_range(explicit, model)
+            log.info("input range %s: %s", self.input_range, why)
+        return self.input_range
 
     @property
     def default_out(self) -> Path:
@@ -57,12 +75,15 @@ class ExportSource:
         shape = "x".join(str(d) for d in input_shape)
         dims = input_shape if layout == "NHWC" else (input_shape[2], input_shape[0], input_shape[1])
         tensor = f"float32 {layout} [N,{','.join(map(str, dims))}]"
+        low, high = bounds(self.input_range)
         if self.dataset_name:
             return (
                 f"{tensor} ({shape} per image), pixel values "
-                f"scaled to [0, 1], as asp's {self.dataset_name!r} dataset loader produces"
+                f"scaled to [{low:g}, {high:g}], as asp's {self.dataset_name!r} dataset loader produces"
             )
-        return f"{tensor}; preprocessing unknown (bare .keras file)"
+        return (
+            f"{tensor}; pixel values in [{low:g}, {high:g}], other preprocessing unknown (bare .keras file)"
+        )
 
 
 def resolve_source(path: str | Path, models: list[str] | None = None) -> ExportSource:
@@ -221,7 +242,8 @@ class Samples:
         return self.synthetic(n, seed=1), SYNTHETIC
 
     def synthetic(self, n: int, seed: int) -> np.ndarray:
-        return np.random.default_rng(seed).uniform(0.0, 1.0, size=(n, *self.input_shape)).astype(np.float32)
+        low, high = bounds(self.source.input_range)
+        return np.random.default_rng(seed).uniform(low, high, size=(n, *self.input_shape)).astype(np.float32)
 
     def _check_shape(self, x: np.ndarray) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
