@@ -42,9 +42,10 @@ def profile_targets(
             "file": profile_file_name(target.model, target.precision),
         }
         try:
-            trt = tensorrt_options(
-                target.path, batch=batch, fp16=target.precision == "fp16", cache_dir=trt_cache
-            )
+            trt = None
+            if provider in ("auto", "tensorrt"):  # the lists that contain TensorRT
+                fp16 = target.precision == "fp16"
+                trt = tensorrt_options(target.path, batch=batch, fp16=fp16, cache_dir=trt_cache)
             entry.update(
                 profile_onnx(
                     target.path,

@@ -19,7 +19,7 @@ No onnxruntime import at module level: the table is needed by the CLI for `--pro
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import io
 import logging
 import re
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asp_export._io import stderr_fd_captured
+from asp_export._io import sha256_of, stderr_fd_captured
 from asp_export.errors import ProviderError, one_line
 from asp_export.versions import visible_gpu
 
@@ -120,7 +120,8 @@ def tensorrt_options(
     """
     options = {"trt_fp16_enable": "True" if fp16 else "False"}
     if cache_dir is not None:
-        digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()[:16]
+        stat = Path(model_path).stat()
+        digest = _content_digest(str(model_path), stat.st_size, stat.st_mtime_ns)
         options.update(
             trt_engine_cache_enable="True",
             trt_engine_cache_path=str(Path(cache_dir) / f"{digest}-b{batch}"),
@@ -128,6 +129,12 @@ def tensorrt_options(
             trt_timing_cache_path=str(cache_dir),
         )
     return options
+
+
+@functools.lru_cache(maxsize=64)
+def _content_digest(path: str, size: int, mtime_ns: int) -> str:
+    """First 16 hex digits of the file's sha256; cached per (path, size, mtime): one read per file."""
+    return sha256_of(path)[:16]
 
 
 def preload_cuda_libraries(ort: Any) -> None:

@@ -158,7 +158,9 @@ def load_onnxruntime(
     """
     import onnxruntime as ort
 
-    trt = tensorrt_options(path, batch=batch, fp16=precision == "fp16", cache_dir=trt_cache)
+    trt = None
+    if provider in ("auto", "tensorrt"):  # the lists that contain TensorRT
+        trt = tensorrt_options(path, batch=batch, fp16=precision == "fp16", cache_dir=trt_cache)
     session, choice = create_session(
         str(path), provider, ort_session_options(threads), strict=strict, trt_options=trt
     )
