@@ -87,14 +87,18 @@ def _input_shape(ctx, param, value):
     "[default: none]",
 )
 @click.option("--include-classifier", is_flag=True, default=None, help="Also regularise the output layer.")
-@click.option("--exclude", multiple=True, help="Layer name never regularised or pruned (repeatable).")
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Conv/Dense layer never regularised or pruned (repeatable); other names are refused.",
+)
 @click.option("--threshold", type=float, help="A group is dead when its L2 norm is <= this.  [default: 1e-3]")
 @click.option(
     "--round-to",
     type=int,
     help="Round kept channels up to a multiple of N (faster on real runtimes).  [default: 8]",
 )
-@click.option("--epochs", type=int, help="Training epochs.  [default: 15]")
+@click.option("--epochs", type=int, help="Training epochs, >= 1.  [default: 15]")
 @click.option("--batch-size", type=int, help="Global batch size.  [default: 32]")
 @click.option("--lr", "learning_rate", type=float, help="Adam learning rate.  [default: 1e-3]")
 @click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the data).")
