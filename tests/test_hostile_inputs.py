@@ -229,6 +229,12 @@ CASES: list[Case] = [
                                                "--out", str(k / "o")], 2, "unknown --exclude layer 'conv9'. did you mean 'conv2'? valid: conv1, conv2, fc1"),
     ("prune-zero-epochs", lambda k: ["prune", "--model", "tiny_cnn", "--epochs", "0", "--out", str(k / "o")], 2,
      "--epochs must be >= 1"),
+    # issue 12.3: a target no cut can reach, refused before training
+    ("prune-unreachable-target", lambda k: ["prune", "--model", "lenet5", "--input-shape", "16,16,1", "--target-flops",
+                                            "0.999", "--out", str(k / "o")], 2, "--target-flops 0.999 cannot be reached on lenet5"),
+    ("sweep-unreachable-target", lambda k: ["sweep", "--model", "lenet5", "--input-shape", "16,16,1", "--methods", "ssl",
+                                            "--targets", "0.5,0.999", "--target-kind", "flops", "--out", str(k / "s")], 2,
+     "--target-flops 0.999 cannot be reached on lenet5"),
 ]  # fmt: skip
 
 

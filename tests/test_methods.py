@@ -312,3 +312,13 @@ def test_the_live_structure_is_the_one_before_rounding(tmp_path):
     kept = re.search(r"\d+ of the (\d+) output channels of its (\d+) conv/dense layers kept", result.output)
     assert zeroed and kept, result.output
     assert int(kept[1]) - int(zeroed[1]) == 10 and int(kept[2]) - int(zeroed[2]) == 1  # the classifier
+
+
+def test_the_run_says_where_rounding_gave_way(tmp_path):
+    # at 16x16, LeNet-5 rounded to 8 everywhere (8-8-8) removes less than 90 % of its FLOPs
+    result, report = _prune(tmp_path, "r", *LENET[:-2], "--method", "l1-filter", "--target-flops", "0.9")
+    assert result.exit_code == 0, result.output
+    assert report["target"]["reached"] and report["target"]["achieved"] >= 0.9
+    assert report["target"]["rounding_gave_way"] == ["conv1"]
+    assert "rounding gave way in conv1 to reach it" in result.output
+    assert "rounding to 8 gave way in conv1" in (tmp_path / "r" / "report.md").read_text()
