@@ -230,3 +230,28 @@ def test_a_sweep_with_an_unreachable_target_is_refused_before_training(tmp_path)
     assert result.exit_code == 2, result.output
     assert "--target-flops 0.999 cannot be reached on lenet5" in result.output
     assert "Epoch" not in result.output and not out.exists()
+
+
+def test_a_cell_whose_pruned_model_is_at_chance_is_failed_not_a_row_of_results(tmp_path, monkeypatch):
+    import numpy as np
+
+    from asp_export import methods
+
+    choose = methods.choose_plan
+
+    def destroying(dense, options):  # a cut that leaves no information through conv1 (not the reference's)
+        source, plan, target = choose(dense, options)
+        if target is not None:
+            layer = source.get_layer("conv1")
+            layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+        return source, plan, target
+
+    monkeypatch.setattr(methods, "choose_plan", destroying)
+    out = tmp_path / "sweep"
+    args = [*SWEEP[:8], "ssl", "--targets", "0.3", "--target-kind", "flops", "--epochs", "2"]
+    args += ["--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "comparison.json").read_text())["rows"]
+    assert row["status"] == "failed" and "pruned model is at chance" in row["error"]
+    assert "accuracy" not in row and not (out / "ssl-flops0.3" / "report.json").exists()
