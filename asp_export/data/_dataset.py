@@ -548,15 +548,15 @@ def _float_pixels_in_range(name: str, source: SourceData, input_range: str) -> S
             stores[split] = replace(store, scale=1.0 / span, offset=-range_low / span)
             continue
         fits = [r for r, (a, b) in INPUT_RANGES.items() if a <= low and high <= b and r != input_range]
-        hint = (
-            f"if they are already the model's input in {fits[0].replace('-1-1', '-1..1')}, pass "
-            f"--input-range {fits[0]}; "
-            if fits
-            else ""
-        )
+        hint = ""
+        if fits:
+            fit_low, fit_high = INPUT_RANGES[fits[0]]
+            hint = (
+                f"if they are the model's input ({fit_low:g}..{fit_high:g}), pass --input-range {fits[0]}; "
+            )
         raise DataError(
             f"{name} ({split}): float pixels span {low:.4g}..{high:.4g}, but asp reads float images as "
-            f"0..1 (uint8 as 0..255) and the input range is {input_range}; {hint}else store uint8 "
-            "0..255 or floats divided by 255."
+            f"0..1 (uint8 as 0..255) and the input range is {input_range}; {hint}"
+            f"{'else ' if hint else ''}store uint8 0..255 or floats divided by 255."
         )
     return replace(source, **stores) if stores else source
