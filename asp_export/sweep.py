@@ -267,7 +267,10 @@ def _trained_sibling(root: Path, method: str, prune_options) -> Path | None:
     for other in sorted(root.parent.iterdir()):
         if other == root or not RunDir(other).report_json.exists():
             continue
-        if _training_signature(read_json(RunDir(other).config_json).get("options", {})) == wanted:
+        done = _training_signature(read_json(RunDir(other).config_json).get("options", {}))
+        if wanted.get("input_range") is None:  # read from the model: the range the run recorded
+            done["input_range"] = None
+        if done == wanted:
             return other
     return None
 
