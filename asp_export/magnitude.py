@@ -37,8 +37,13 @@ log = logging.getLogger(__name__)
 PRUNABLE = ("Conv1D", "Conv2D", "Conv3D", "Dense", "DepthwiseConv2D", "SeparableConv2D")
 
 
-def run_magnitude(options, *, force: bool = False, resume: bool = False) -> dict[str, Any]:
+def run_magnitude(
+    options, *, force: bool = False, resume: bool = False, run_dir: str | Path | None = None
+) -> dict[str, Any]:
     """Run the magnitude baseline for `options` in a TF_USE_LEGACY_KERAS=1 subprocess.
+
+    The caller owns the run directory (`run_lock`); `run_dir` is the one resumed (default
+    `options.out`). With `force` an existing run is replaced only once the worker finished.
 
     Returns:
         The report dict the worker wrote to report.json.
@@ -47,24 +52,28 @@ def run_magnitude(options, *, force: bool = False, resume: bool = False) -> dict
         UserInputError: no --target-sparsity, a FLOPs target, or a model that cannot be twinned.
         AspError: the worker failed (its one-line reason is re-raised).
     """
+    import contextlib
     import tempfile
 
     from asp_export.methods import validate
-    from asp_export.rundir import RunDir, read_json
+    from asp_export.rundir import RunDir, read_json, replacing
 
     validate(options, lambda: None)
     if options.target_sparsity is None:
         raise UserInputError(
             "--method magnitude needs --target-sparsity (the share of weights TF-MOT zeroes, e.g. 0.8)."
         )
+    final = Path(run_dir) if resume and run_dir else Path(options.out)
     if not resume:
-        RunDir.create(options.out, force=force, dry_run=True)  # refuse early, before any work
-    with tempfile.TemporaryDirectory(prefix="asp-magnitude-") as tmp:
+        RunDir.create(final, force=force, dry_run=True)  # refuse early, before any work
+    # the worker writes into a fresh directory, or beside the run --force replaces (swapped in at the end)
+    target = contextlib.nullcontext(RunDir(final)) if resume else replacing(final, force=force)
+    with target as run, tempfile.TemporaryDirectory(prefix="asp-magnitude-") as tmp:
         spec_path = Path(tmp) / "spec.json"
         error_path = Path(tmp) / "error.json"
         spec = {
             "options": options.to_dict(),
-            "force": force,
+            "run_dir": str(run.root),
             "resume": resume,
             "error_file": str(error_path),
             "log_level": logging.getLogger("asp_export").getEffectiveLevel(),
@@ -82,7 +91,7 @@ def run_magnitude(options, *, force: bool = False, resume: bool = False) -> dict
                 f"The magnitude-pruning process failed with exit code {completed.returncode} "
                 "(its output is above); rerun with `asp --verbose` for the traceback."
             )
-    return read_json(RunDir(options.out).report_json)
+    return read_json(RunDir(final).report_json)
 
 
 # --- the worker (runs with TF_USE_LEGACY_KERAS=1) ---------------------------------------------
@@ -176,7 +185,7 @@ def _worker(spec: dict) -> None:
         raise AspError(
             f"The tf_keras twin of {model.name} differs from it by {difference:g}; cannot compare fairly."
         )
-    run = RunDir.open(options.out) if spec["resume"] else RunDir.create(options.out, force=spec["force"])
+    run = RunDir.open(spec["run_dir"]) if spec["resume"] else RunDir.create(spec["run_dir"])
     if not spec["resume"]:
         write_json_atomic(
             run.config_json, pipeline._config_record(options, model, model_source, dataset, strategy)

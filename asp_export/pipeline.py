@@ -8,8 +8,10 @@ post-training stages (plan, surgery, evaluation) are simply recomputed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from asp_export._io import atomic_path, remove_stale_temporaries, write_json_atomic
 from asp_export.errors import PruningFailed, RunDirError, UserInputError
 from asp_export.input_range import check_input_range
-from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
+from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json, replacing, run_lock
 from asp_export.sparsity import SparsityConfig
 from asp_export.train import TrainConfig
 from asp_export.versions import asp_version, package_versions
@@ -103,11 +105,32 @@ class PruneOptions:
         return cls(**data)
 
 
-def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Run the whole prune pipeline into `options.out`; return the report dict."""
+def run_prune(
+    options: PruneOptions,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    given: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the whole prune pipeline into `options.out`; return the report dict.
+
+    The run directory is owned by this process throughout (`run_lock`: a second process is
+    refused with exit 2). With `force` an existing run is replaced only once the new one is
+    complete (`replacing`). With `resume`, `given` holds the options the user passed with
+    it; any that differ from the run's config.json are refused, naming them.
+    """
+    with run_lock(options.out, "asp prune"):
+        return _run_prune(options, force=force, resume=resume, given=given or {})
+
+
+def _run_prune(
+    options: PruneOptions, *, force: bool, resume: bool, given: Mapping[str, Any]
+) -> dict[str, Any]:
+    run = None
     if resume:
         run = RunDir.open(options.out)
         options = PruneOptions.from_dict(read_json(run.config_json)["options"])
+        refuse_changed_options(options, given, run.root)
         _remove_stale_temporaries(run)
         state = read_json(run.state_json) if run.state_json.is_file() else {}
         if state.get("complete") and run.report_json.is_file():
@@ -120,23 +143,34 @@ def run_prune(options: PruneOptions, *, force: bool = False, resume: bool = Fals
     if options.sparsity.method == "magnitude":  # TF-MOT needs tf_keras: its own process
         from asp_export.magnitude import run_magnitude
 
-        return run_magnitude(options, force=force, resume=resume)
+        return run_magnitude(options, force=force, resume=resume, run_dir=run.root if run else None)
 
     from asp_export import methods, train
 
     # First TensorFlow call: multi-worker collectives must be configured at program startup.
     strategy = train.make_strategy(options.train.strategy)
-    # Validate the model and the data before a run directory exists.
+    # Validate the model and the data before a run directory exists (or an old one is touched).
     model_source = _model_source(options.model)
     dataset = _load_data(options, model_source)
     options = replace(options, input_range=dataset.input_range)  # config.json records the one used
     warn_degenerate(options, dataset)
-    if not resume:
-        methods.validate(options, lambda: _build_model(options, model_source, dataset))
+    if not resume:  # before the seed is set: the model trained is built from the same seed as ever
+        probe = _build_model(options, model_source, dataset)  # fails as bad input if it cannot be built
+        methods.validate(options, lambda: probe)
+        del probe
     train.set_mixed_precision(options.train.mixed_precision)
     train.set_determinism(options.train.seed)
-    if not resume:
-        run = RunDir.create(options.out, force=force)
+    if run is not None:
+        return _train_and_report(options, run, strategy, model_source, dataset, resume=True)
+    with replacing(options.out, force=force) as new_run:  # an old run stays until this one is done
+        RunDir.create(new_run.root)
+        return _train_and_report(options, new_run, strategy, model_source, dataset, resume=False)
+
+
+def _train_and_report(
+    options: PruneOptions, run: RunDir, strategy, model_source: str, dataset, *, resume: bool
+) -> dict[str, Any]:
+    from asp_export import train
 
     checkpoint = train.resume_checkpoint(run, strategy, options.train.epochs) if resume else None
     with strategy.scope():
@@ -390,9 +424,20 @@ def warn_degenerate(options: PruneOptions, dataset) -> None:
 
 def _build_model(options: PruneOptions, model_source: str, dataset):
     if model_source == "zoo":
-        from asp_export.models import create_model
+        from asp_export.models import create_model, get_model_entry
 
-        return create_model(options.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+        try:
+            return create_model(
+                options.model, input_shape=dataset.input_shape, num_classes=dataset.num_classes
+            )
+        except ValueError as err:  # Keras: e.g. a pooling/conv stack that shrinks the image to nothing
+            default = ",".join(map(str, get_model_entry(options.model).default_input_shape))
+            reason = str(err).split(". ")[0].strip().rstrip(".")
+            raise UserInputError(
+                f"{options.model} cannot be built for input shape "
+                f"{','.join(map(str, dataset.input_shape))} ({reason}); give a larger --input-shape "
+                f"(its default is {default}) or another --model."
+            ) from None
     from asp_export.keras_io import load_keras_model
 
     model = load_keras_model(options.model)
@@ -487,6 +532,46 @@ _SPARSITY_KEYS = {
     "exclude",
 }
 _SURGERY_KEYS = {"threshold", "round_to", "min_channels"}
+
+
+def refuse_changed_options(options: PruneOptions, given: Mapping[str, Any], root: Path) -> None:
+    """Refuse options given with `--resume` that differ from the run's (in CLI names).
+
+    A resumed run continues exactly as configured: a different epoch count, target, method
+    or data would mix two runs in one directory (training to the old epochs, or calling a
+    complete run of one target a run of another), so none is applied.
+
+    Raises:
+        RunDirError: the differing options, as `--name=GIVEN (run: STORED)` (exit 2).
+    """
+    stored = options.to_dict()
+    for section in ("train", "sparsity", "surgery"):
+        stored.update(stored.pop(section))
+    differing = []
+    for key, value in given.items():
+        flag = _FLAGS.get(key, f"--{key.replace('_', '-')}")
+        if key == "out":
+            if Path(value).resolve() != Path(root).resolve():
+                differing.append(f"{flag}={value} (resuming {root})")
+            continue
+        wanted, had = json.loads(json.dumps(value)), stored.get(key)
+        if wanted != had:
+            differing.append(f"{flag}={_shown(wanted)} (run: {_shown(had)})")
+    if differing:
+        raise RunDirError(
+            f"--resume continues {root} as its config.json says, but these options differ: "
+            f"{', '.join(differing)}. Drop them to resume, or start a new run with them "
+            "(another --out, or --force to replace this one)."
+        )
+
+
+_FLAGS = {"learning_rate": "--lr"}
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "not set"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def options_from_cli(flat: dict[str, Any], resume_dir: str | None = None) -> PruneOptions:

@@ -15,17 +15,37 @@ names by hand. Paths stored inside JSON files are relative to the run root.
       logs/                  TensorBoard
       export/manifest.json   written by `asp export`
       bench/bench.json       written by `asp bench`
+    runs/.NAME.lock          held while a process writes runs/NAME (`run_lock`)
+
+One process at a time owns a run directory: `asp prune`, `asp export`, `asp bench`
+and `asp sweep` hold `run_lock` while they read and write it, and `replacing`
+lets `--force` put a new run in place of an old one only once it is complete.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import re
 import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from asp_export.errors import RunDirError
+
+try:
+    import fcntl
+except ImportError:  # Windows: msvcrt byte-range locks instead (see _try_lock)
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MODEL_KINDS = ("dense", "pruned")
@@ -100,9 +120,11 @@ class RunDir:
     # lifecycle ---------------------------------------------------------------
     @classmethod
     def create(cls, root: str | Path, *, force: bool = False, dry_run: bool = False) -> RunDir:
-        """Prepare a fresh run directory; refuse to overwrite one unless `force`.
+        """Check that `root` may receive a new run, and create it if it is new or empty.
 
-        With `dry_run` only the refusal checks run and nothing is touched.
+        A non-empty `root` passes only with `force`, and only if it is a run directory; it
+        is never deleted here (`replacing` writes the new run beside it and swaps it in
+        once complete). With `dry_run` only the checks run and nothing is touched.
         """
         run = cls(root)
         if run.root.exists() and not run.root.is_dir():
@@ -118,12 +140,9 @@ class RunDir:
                     f"{run.root} is not empty and is not an asp run directory; --force only replaces run "
                     "directories. Choose another --out."
                 )
-            if dry_run:
-                return run
-            shutil.rmtree(run.root)
-        if dry_run:
             return run
-        run.root.mkdir(parents=True, exist_ok=True)
+        if not dry_run:
+            run.root.mkdir(parents=True, exist_ok=True)
         return run
 
     @classmethod
@@ -168,3 +187,203 @@ def read_json(path: str | Path, *, what: str | None = None) -> dict[str, Any]:
             f"({SCHEMA_VERSION}); upgrade asp."
         )
     return data
+
+
+# --- ownership: one process at a time ------------------------------------------------------------
+
+
+def lock_path(root: str | Path) -> Path:
+    """The lock file of run directory `root`: a hidden sibling, so it names the directory
+    whatever happens to it (created, replaced by `--force`, deleted)."""
+    root = Path(root).resolve()
+    return root.parent / f".{root.name}.lock"
+
+
+_HELD: dict[Path, list[int]] = {}  # lock file -> [fd, depth]: re-entrant within one process
+# Windows has no flock; one byte far past the owner record is locked, so others can still read it.
+_WINDOWS_LOCK_OFFSET = 1 << 20
+
+
+@contextlib.contextmanager
+def run_lock(root: str | Path | None, command: str) -> Iterator[None]:
+    """Own run directory `root` for the block: an exclusive OS lock on `lock_path(root)`.
+
+    The lock file records the owner (command, pid, host, start time). The kernel drops the
+    lock when its process dies, however it dies, so a lock left by a killed run is taken over
+    (and named in a warning); the file is removed on a clean exit. Re-entrant within a process
+    (a sweep holds its cells' locks while `run_prune` takes them again). `root` None: no lock.
+
+    Raises:
+        RunDirError: another process owns `root` (exit 2, naming it), or the lock was left
+            by a process on another host, whose liveness cannot be checked from here.
+    """
+    if root is None:
+        yield
+        return
+    path = lock_path(root)
+    if path in _HELD:
+        _HELD[path][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[path][1] -= 1
+        return
+    made = _make_parents(path.parent, Path(root))
+    try:
+        fd = _acquire(path, Path(root), command)
+        _HELD[path] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            _release(fd, path)
+    finally:
+        for directory in made:  # a refused or failed command leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def _make_parents(parent: Path, root: Path) -> list[Path]:
+    """Create the folder the lock file lives in; return the ones created, deepest first."""
+    missing = [d for d in (parent, *parent.parents) if not d.exists()]
+    blocked = next((d for d in (parent, *parent.parents) if d.exists() and not d.is_dir()), None)
+    if blocked is not None:
+        raise RunDirError(f"Cannot create {root}: {blocked} is a file, not a folder; choose another path.")
+    parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _acquire(path: Path, root: Path, command: str) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            owner = _read_owner(fd)
+            os.close(fd)
+            who = _describe(owner, path) if owner else f"another asp process (lock {path})"
+            raise RunDirError(f"{root} is in use by {who}; wait for it to finish, or use another directory.")
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        opened = os.fstat(fd)
+        if current is not None and (current.st_ino, current.st_dev) == (opened.st_ino, opened.st_dev):
+            break
+        os.close(fd)  # its owner removed the file as we opened it: lock the new one
+    previous = _read_owner(fd)
+    if previous:
+        if previous.get("host") != socket.gethostname():
+            os.close(fd)
+            raise RunDirError(
+                f"{root} was locked by {_describe(previous, path)}, on another host, so asp cannot tell "
+                f"whether it still runs; if it does not, delete {path} and retry."
+            )
+        log.warning(
+            "Took over the lock of %s left by %s, which is no longer running (killed?).",
+            root,
+            _describe(previous, path),
+        )
+    owner = {
+        "command": command,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, (json.dumps(owner) + "\n").encode("utf-8"))
+    return fd
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock without waiting; False when another process holds it."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:  # pragma: no cover - Windows
+            import msvcrt
+
+            os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    except OSError:  # BlockingIOError on POSIX, PermissionError on Windows
+        return False
+    return True
+
+
+def _release(fd: int, path: Path) -> None:
+    if fcntl is not None:
+        path.unlink(missing_ok=True)  # while still locked, so nobody locks a file about to vanish
+        os.close(fd)
+        return
+    import msvcrt  # pragma: no cover - Windows cannot delete an open file: unlock, close, then delete
+
+    os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _read_owner(fd: int) -> dict[str, Any]:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        owner = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _describe(owner: dict[str, Any], path: Path) -> str:
+    return (
+        f"{owner.get('command', 'asp')} (pid {owner.get('pid', '?')} on host {owner.get('host', '?')}, "
+        f"started {owner.get('started', '?')}; lock {path})"
+    )
+
+
+# --- replacing a run only by a complete one ----------------------------------------------------
+
+
+@contextlib.contextmanager
+def replacing(root: str | Path, *, force: bool = False) -> Iterator[RunDir]:
+    """The directory a new run writes into; call under `run_lock(root)`.
+
+    A new or empty `root` is yielded as is (not created yet: the caller creates it once its
+    input checks passed, and a killed run there can be resumed). An existing run with
+    `force` stays untouched while the new one is written into a hidden sibling
+    (`.NAME.XXXXXXXX.tmp`); only when the block completes does the sibling take its place,
+    and on any error the sibling is deleted and the old run is all there is. Without
+    `force` an existing run is refused, and so is any non-empty directory that is not a run.
+    """
+    _recover_swap(Path(root))
+    final = RunDir.create(root, force=force, dry_run=True)
+    if not (final.root.is_dir() and any(final.root.iterdir())):
+        yield final
+        return
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.root.name}.", suffix=".tmp", dir=final.root.parent))
+    try:
+        yield RunDir(staging)
+        aside = staging.with_name(f"{staging.name[: -len('.tmp')]}.old")
+        os.replace(final.root, aside)
+        os.replace(staging, final.root)
+        shutil.rmtree(aside)
+        log.info("Replaced %s with the new run (--force).", final.root)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _recover_swap(root: Path) -> None:
+    """Undo what a kill inside `replacing` left: a partial new run (`.NAME.XXXXXXXX.tmp`) is
+    deleted; an old run moved aside (`.NAME.XXXXXXXX.old`) is put back if `root` is gone,
+    else deleted (the swap had finished)."""
+    if not root.parent.is_dir():
+        return
+    leftover = re.compile(rf"\.{re.escape(root.name)}\.[a-z0-9_]{{8}}\.(tmp|old)")
+    for path in sorted(p for p in root.parent.iterdir() if leftover.fullmatch(p.name) and p.is_dir()):
+        if path.suffix == ".tmp":
+            log.info("Removed %s (a --force run killed before it finished)", path)
+            shutil.rmtree(path)
+        elif root.exists():
+            shutil.rmtree(path)
+        else:
+            os.replace(path, root)
+            log.warning("Restored %s: a --force run was killed while replacing it.", root)

@@ -42,7 +42,7 @@ from typing import Any
 
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.errors import AspError, UserInputError
-from asp_export.rundir import SCHEMA_VERSION, RunDir
+from asp_export.rundir import SCHEMA_VERSION, RunDir, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +139,19 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
     """
     _check_targets(options)
     out = Path(options.out)
+    with run_lock(out, "asp sweep"):  # a second sweep into the same --out is refused
+        return _run_sweep(out, options)
+
+
+def _run_sweep(out: Path, options: SweepOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     _check_spec(out, options)
     statuses: dict[str, dict[str, Any]] = {}
     for method, target, scope in grid(options):
         name = run_name(method, options.kind, target, scope)
         try:
-            statuses[name] = _run_cell(out / name, options, method, target, scope)
+            with run_lock(out / name, "asp sweep"):  # e.g. an `asp prune --out` into this cell
+                statuses[name] = _run_cell(out / name, options, method, target, scope)
         except AspError as err:
             if target is None:
                 raise
@@ -153,7 +159,8 @@ def run_sweep(options: SweepOptions) -> dict[str, Any]:
             statuses[name] = {"status": "failed", "error": str(err)}
         if options.bench and statuses[name]["status"] in ("done", "skipped-complete"):
             try:
-                _bench_cell(out / name)
+                with run_lock(out / name, "asp sweep"):
+                    _bench_cell(out / name)
             except AspError as err:
                 log.error("%s: bench failed: %s", name, err)
                 statuses[name]["bench_error"] = str(err)
@@ -265,7 +272,7 @@ def _trained_sibling(root: Path, method: str, prune_options) -> Path | None:
         return None
     wanted = _training_signature(prune_options.to_dict())
     for other in sorted(root.parent.iterdir()):
-        if other == root or not RunDir(other).report_json.exists():
+        if other == root or other.name.startswith(".") or not RunDir(other).report_json.exists():
             continue
         done = _training_signature(read_json(RunDir(other).config_json).get("options", {}))
         if wanted.get("input_range") is None:  # read from the model: the range the run recorded

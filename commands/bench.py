@@ -102,6 +102,8 @@ def command(
     asp bench dense.onnx pruned.onnx --format json
     """
     from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
+    from asp_export.bench.run import run_dir_of
+    from asp_export.rundir import run_lock
 
     try:
         policy = TimingPolicy(
@@ -121,8 +123,9 @@ def command(
         profile=profile,
         strict_provider=strict_provider,
     )
-    result = run_bench(config)
-    written = write_outputs(result.data, result.out_dir)
+    with run_lock(run_dir_of(config), "asp bench"):  # one writer per run directory
+        result = run_bench(config)
+        written = write_outputs(result.data, result.out_dir)
     from asp_export.bench.report import to_terminal
 
     click.echo(to_terminal(result.data, fmt))

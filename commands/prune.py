@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from asp_export.input_range import INPUT_RANGES
 from asp_export.sparsity import METHODS, SOLVERS, WEIGHTINGS
@@ -48,7 +49,12 @@ def _input_shape(ctx, param, value):
 )
 @click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
 @click.option("--force", is_flag=True, help="Replace an existing run directory.")
-@click.option("--resume", "resume_dir", type=click.Path(), help="Continue the killed run in this directory.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(),
+    help="Continue the killed run in this directory, with its own options (others given are refused).",
+)
 @click.option(
     "--method",
     type=click.Choice(METHODS),
@@ -124,7 +130,11 @@ def command(**options):
     if resume_dir and force:
         raise click.UsageError("--resume and --force contradict each other; use one.")
     prune_options = options_from_cli({k: v for k, v in options.items() if v not in (None, ())}, resume_dir)
-    report = run_prune(prune_options, force=force, resume=bool(resume_dir))
+    context = click.get_current_context()
+    given = {k: v for k, v in options.items() if context.get_parameter_source(k) != ParameterSource.DEFAULT}
+    report = run_prune(
+        prune_options, force=force, resume=bool(resume_dir), given=given if resume_dir else None
+    )
     click.echo(_summary(report, prune_options.out))
 
 

@@ -235,6 +235,15 @@ CASES: list[Case] = [
     ("sweep-unreachable-target", lambda k: ["sweep", "--model", "lenet5", "--input-shape", "16,16,1", "--methods", "ssl",
                                             "--targets", "0.5,0.999", "--target-kind", "flops", "--out", str(k / "s")], 2,
      "--target-flops 0.999 cannot be reached on lenet5"),
+    ("prune-input-too-small-for-the-model", lambda k: ["prune", "--model", "lenet5", "--input-shape", "8,8,1",
+                                                       "--out", str(k / "o")], 2, "cannot be built for input shape"),
+    # --force over a complete run: the new run fails its checks, the old one stays whole
+    ("prune-force-model-cannot-be-built", lambda k: ["prune", "--model", "lenet5", "--input-shape", "8,8,1",
+                                                     "--out", str(k / "run"), "--force"], 2, "cannot be built"),
+    ("prune-resume-with-other-options", lambda k: ["prune", "--resume", str(k / "run"), "--epochs", "4",
+                                                   "--target-flops", "0.3"], 2, "--epochs=4 (run: 1)"),
+    ("check-unknown-allow-missing", lambda k: ["check", str(k / "run"), "--baseline", str(k / "good-baseline.json"),
+                                               "--allow-missing", "benhc"], 2, "benhc"),
 ]  # fmt: skip
 
 

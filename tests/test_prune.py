@@ -164,6 +164,82 @@ def test_force_never_deletes_a_folder_that_is_not_a_run_dir(tmp_path):
     assert (precious / "holiday.jpg").read_bytes() == b"not a run"
 
 
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    return errors[0]
+
+
+def test_force_with_a_model_that_cannot_be_built_is_bad_input_and_keeps_the_run(finished_run, tmp_path):
+    out, _ = finished_run
+    run = tmp_path / "edge"
+    shutil.copytree(out, run)
+    before = _files(run)
+    argv = ["prune", "--model", "lenet5", "--data", "digits", "--input-shape", "8,8,1", "--out", str(run)]
+    result = CliRunner().invoke(cli, [*argv, "--force"])
+    assert result.exit_code == 2, result.output
+    assert "lenet5 cannot be built for input shape 8,8,1" in _error_line(result.output)
+    assert "--input-shape" in _error_line(result.output)
+    assert _files(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge"]
+
+
+def test_force_keeps_the_old_run_until_the_new_one_is_complete(finished_run, tmp_path):
+    out, _ = finished_run
+    run = tmp_path / "old"
+    shutil.copytree(out, run)
+    before = _files(run)
+    result = CliRunner().invoke(cli, ["prune", *FAST, "--lr", "1e30", "--out", str(run), "--force"])
+    assert result.exit_code == 1, result.output  # the new run diverged while training
+    assert "loss became" in _error_line(result.output)
+    assert _files(run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]  # its partial replacement is gone
+
+    result = _prune([*FAST, "--seed", "3", "--out", str(run), "--force"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    assert json.loads((run / "report.json").read_text())["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
+def _killed_copy(out, root):
+    """What a kill during epoch 2 of 2 leaves: epoch 1's checkpoint, no report, no final models."""
+    shutil.copytree(out, root)
+    for name in ("report.json", "report.md", "dense.keras", "pruned.keras", "checkpoints/epoch-002.keras"):
+        (root / name).unlink()
+    state = json.loads((root / "state.json").read_text())
+    state.pop("complete", None)
+    (root / "state.json").write_text(json.dumps(state))
+    return root
+
+
+@pytest.mark.parametrize("killed", [True, False], ids=["killed", "complete"])
+def test_resume_refuses_options_that_differ_from_the_run(finished_run, tmp_path, killed):
+    out, _ = finished_run
+    run = _killed_copy(out, tmp_path / "run") if killed else shutil.copytree(out, tmp_path / "run")
+    before = _files(run)
+    result = CliRunner().invoke(
+        cli, ["prune", "--resume", str(run), "--epochs", "4", "--target-flops", "0.3", "--seed", "0"]
+    )
+    assert result.exit_code == 2, result.output
+    line = _error_line(result.output)
+    assert "--epochs=4 (run: 2)" in line and "--target-flops=0.3 (run: not set)" in line
+    assert "--seed" not in line  # given, but the same as the run's
+    assert _files(run) == before, "nothing is trained or rewritten"
+
+
+def test_resume_accepts_options_equal_to_the_run(finished_run, tmp_path):
+    out, _ = finished_run
+    run = shutil.copytree(out, tmp_path / "run")
+    result = _prune(["--resume", str(run), *FAST, "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "already complete" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

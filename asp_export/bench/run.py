@@ -146,7 +146,7 @@ def resolve_targets(config: BenchConfig) -> tuple[list[Target], Path, str]:
     """
     runtimes = config.selected_runtimes
     first = Path(config.inputs[0])
-    if len(config.inputs) == 1 and first.is_dir() and detect_format(first) is None:
+    if run_dir_of(config) is not None:
         targets = _run_dir_targets(RunDir(first), runtimes)
         default_out = RunDir(first).bench_dir
         source = str(first)
@@ -162,6 +162,14 @@ def resolve_targets(config: BenchConfig) -> tuple[list[Target], Path, str]:
             f"runtimes ({', '.join(runtimes)}) read. Choose --runtime for those formats."
         )
     return chosen, default_out, source
+
+
+def run_dir_of(config: BenchConfig) -> Path | None:
+    """The run directory benchmarked (its export/ read, its bench/ written), if the input is one."""
+    first = Path(config.inputs[0])
+    if len(config.inputs) == 1 and first.is_dir() and detect_format(first) is None:
+        return first
+    return None
 
 
 def _run_dir_targets(run: RunDir, runtimes: list[str]) -> list[Target]:

@@ -49,6 +49,7 @@ from asp_export.export.parity import (
 )
 from asp_export.export.source import ExportSource, Samples, load_model, resolve_source
 from asp_export.input_range import check_input_range
+from asp_export.rundir import run_lock
 from asp_export.units import format_bytes
 from asp_export.versions import asp_version
 
@@ -179,6 +180,11 @@ def export_run(
     """
     options = options or ExportOptions()
     src = resolve_source(source, list(options.models) or None)
+    with run_lock(src.path if src.is_run else None, "asp export"):  # one writer per run directory
+        return _export_source(src, options, strict)
+
+
+def _export_source(src: ExportSource, options: ExportOptions, strict: bool) -> ExportResult:
     jobs = _plan(options)
     out = Path(options.out) if options.out is not None else src.default_out
     root = out.parent
