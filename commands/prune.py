@@ -48,7 +48,7 @@ def _input_shape(ctx, param, value):
     "or keras.applications preprocessing means 0-255), else 0-1]",
 )
 @click.option("--out", type=click.Path(), help="Run directory to write.  [default: runs/MODEL-DATA]")
-@click.option("--force", is_flag=True, help="Replace an existing run directory.")
+@click.option("--force", is_flag=True, help="Replace an existing run directory once the new run is complete.")
 @click.option(
     "--resume",
     "resume_dir",

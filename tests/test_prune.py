@@ -130,14 +130,7 @@ def test_same_seed_gives_the_same_report(finished_run, tmp_path):
 
 def test_resume_after_a_kill_ends_with_the_same_report(finished_run, tmp_path):
     out, _ = finished_run
-    killed = tmp_path / "killed"
-    shutil.copytree(out, killed)
-    # What a kill during epoch 2 leaves: epoch 1's checkpoint, no report, no final models.
-    for name in ("report.json", "report.md", "dense.keras", "pruned.keras", "checkpoints/epoch-002.keras"):
-        (killed / name).unlink()
-    state = json.loads((killed / "state.json").read_text())
-    state.pop("complete", None)
-    (killed / "state.json").write_text(json.dumps(state))
+    killed = _killed_copy(out, tmp_path / "killed")
     result = _prune(["--resume", str(killed)])
     assert result.exit_code == 0, result.output
     first, resumed = (json.loads((d / "report.json").read_text()) for d in (out, killed))
