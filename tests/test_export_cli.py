@@ -254,14 +254,14 @@ def test_a_corrupt_model_in_a_run_dir_stops_before_anything_is_written(run_dir):
     assert not any(run_dir.export_dir.iterdir())
 
 
-def test_the_fallback_loader_turns_a_corrupt_file_into_model_load_error(tmp_path):
+def test_a_corrupt_keras_file_becomes_one_model_load_error_naming_it(tmp_path):
     from asp_export.errors import ModelLoadError
-    from asp_export.export.source import _load_keras_model
+    from asp_export.export.source import load_model
 
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(ModelLoadError, match="Cannot load .*broken.keras"):
-        _load_keras_model(bad)
+    with pytest.raises(ModelLoadError, match="broken.keras"):
+        load_model(bad)
 
 
 def test_unknown_format_suggests_the_closest(tmp_path):

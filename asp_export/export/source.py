@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from asp_export.errors import ModelLoadError, RunDirError, UserInputError, unknown_name_error
+from asp_export.errors import RunDirError, UserInputError, unknown_name_error
 from asp_export.input_range import DEFAULT_RANGE, bounds, resolve_input_range
+from asp_export.keras_io import load_keras_model
 from asp_export.rundir import MODEL_KINDS, RunDir, read_json
 
 log = logging.getLogger(__name__)
@@ -143,34 +144,7 @@ def resolve_source(path: str | Path, models: list[str] | None = None) -> ExportS
 
 def load_model(path: Path):
     """Load a .keras file safely (no lambdas, no compile); failures become a one-line ModelLoadError."""
-    try:
-        from asp_export.keras_io import load_keras_model
-    except ModuleNotFoundError as err:
-        if err.name != "asp_export.keras_io":
-            raise
-        load_keras_model = _load_keras_model
-    model = load_keras_model(path)
-    return as_functional(model, path)
-
-
-def _load_keras_model(path: Path):
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"Model file {path} does not exist.")
-    import keras
-
-    try:  # custom regularizers used in training register themselves on import
-        import asp_export.sparsity  # noqa: F401
-    except Exception:  # noqa: BLE001 - optional; loading reports what is really missing
-        pass
-    try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as err:  # noqa: BLE001 - any loader failure is a bad input file
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise ModelLoadError(
-            f"Cannot load {path}: {type(err).__name__}: {first[:200]}. "
-            "Is it a Keras 3 .keras archive written by asp or model.save()?"
-        ) from None
+    return as_functional(load_keras_model(path), path)
 
 
 def as_functional(model, path: Path | str = "model"):
