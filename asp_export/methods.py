@@ -23,9 +23,7 @@ accuracy on average; the raw global ranking (``global-raw``) left the model at c
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,52 +189,6 @@ def check_exclude(model, names) -> None:
     for name in names:
         if name not in valid:
             raise unknown_name_error("--exclude layer", name, valid)
-
-
-# --- training-time hook (called by asp_export.sparsity.attach) ------------------------------
-
-
-@contextlib.contextmanager
-def attach_extra(model, config) -> Iterator[None]:
-    """Attach a method's own training regulariser for the duration of training.
-
-    slimming: ``lambda * sum |gamma|`` on every BatchNormalization gamma, by subgradient
-    (as Liu et al.), with lambda = ``--lambda-group`` (default 1e-3; Liu et al. used 1e-4
-    on CIFAR with 160 epochs, short runs need a stronger push to separate the gammas).
-    Restored on exit, so the saved model holds plain Keras layers.
-    """
-    if config.method != "slimming":
-        yield
-        return
-    from asp_export.sparsity import walk_layers
-
-    weight = config.lambda_group
-    gammas = [
-        layer.gamma
-        for layer in walk_layers(model)
-        if type(layer).__name__ == "BatchNormalization" and getattr(layer, "gamma", None) is not None
-    ]
-    previous = [g.regularizer for g in gammas]
-    try:
-        for gamma in gammas:
-            gamma.regularizer = _GammaL1(weight)
-        yield
-    finally:
-        for gamma, regularizer in zip(gammas, previous, strict=True):
-            gamma.regularizer = regularizer
-
-
-class _GammaL1:
-    def __init__(self, weight: float) -> None:
-        self.weight = float(weight)
-
-    def __call__(self, gamma):
-        from keras import ops
-
-        return self.weight * ops.sum(ops.abs(gamma))
-
-    def get_config(self) -> dict:
-        return {"weight": self.weight}
 
 
 # --- scores -------------------------------------------------------------------------------
