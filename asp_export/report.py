@@ -2,7 +2,7 @@
 
 report.json is the record later stages and `asp check` read; report.md is the
 same figures for people. Accuracies are fractions in [0, 1]; FLOPs are
-2 x multiply-accumulates (asp_export.flops).
+2 x multiply-accumulates (asp_export.surgery.flops).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from asp_export.units import format_bytes
 
 def model_figures(model, *, accuracy: float | None, path=None) -> dict[str, Any]:
     """Accuracy, params, FLOPs and file size of one model."""
-    from asp_export.flops import count
+    from asp_export.surgery.flops import count
 
     counted = count(model)
     figures = {

@@ -7,7 +7,7 @@ rebuilt model reaches it, and reports what was really reached after rounding.
 Target semantics (both are fractions **removed**, so bigger means smaller models):
 
 * ``flops`` -- ``--target-flops 0.8`` removes at least 80 % of the dense model's
-  FLOPs (the pruned model keeps at most 20 %). FLOPs are `asp_export.flops.count`
+  FLOPs (the pruned model keeps at most 20 %). FLOPs are `asp_export.surgery.flops.count`
   (2 x MACs) of the model `surgery.apply` really builds.
 * ``elementwise`` -- ``--target-elementwise 0.8``: the GASL paper's metric reaches 0.8
   (`asp_export.sparsity.elementwise_sparsity`: mean over the regularised layers of
@@ -326,7 +326,7 @@ def reach(
         target: what to reach.
         scope: ``global``, ``global-raw``, ``layer`` or ``uniform`` (module docstring).
         threshold, round_to, min_channels: the run's surgery options.
-        cost: ``model -> {"flops", "params"}`` (default: `asp_export.flops.count`).
+        cost: ``model -> {"flops", "params"}`` (default: `asp_export.surgery.flops.count`).
         divisors: ``{layer name: divisor}`` making scores per weight for ``global``
             (`asp_export.methods.score_divisors`); default 1.
 
@@ -443,7 +443,7 @@ def _bisect(achieved: Callable[[int], float], n: int, goal: float) -> tuple[int,
 
 
 def _flops_cost(model) -> dict[str, int]:
-    from asp_export.flops import count
+    from asp_export.surgery.flops import count
 
     counted = count(model)
     return {"flops": int(counted.flops), "params": int(counted.params)}

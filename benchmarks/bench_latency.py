@@ -129,8 +129,9 @@ def build_resnet56_run(work: Path, keep: tuple[int, ...], round_to: int) -> Path
     import keras
     from asp_export.models import create_model
 
-    from asp_export import flops, surgery
+    from asp_export import surgery
     from asp_export.export import ExportOptions, export_model
+    from asp_export.surgery import flops
 
     work.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(0)

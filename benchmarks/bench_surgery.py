@@ -110,7 +110,7 @@ def _round_to_sweep(args) -> int:
     from asp_export.models import create_model
 
     from asp_export import surgery
-    from asp_export.flops import count
+    from asp_export.surgery.flops import count
 
     model = create_model(args.zoo)
     surgery.make_dead_channels(model, args.fraction, seed=0)

@@ -49,7 +49,7 @@ def _parse_shape(ctx, param, value: str | None) -> tuple[int, ...] | None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def command(input_shape, num_classes, pattern: str, include_tiny: bool, fmt: str) -> None:
     """List the zoo's models with params and FLOPs at their default (or the given) input shape."""
-    from asp_export.flops import zoo_costs, zoo_table
+    from asp_export.surgery.flops import zoo_costs, zoo_table
 
     costs = zoo_costs(pattern, input_shape=input_shape, num_classes=num_classes, include_tiny=include_tiny)
     if fmt == "json":

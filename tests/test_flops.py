@@ -1,4 +1,4 @@
-"""asp_export.flops: MACs, FLOPs (= 2 x MACs) and params against hand computations."""
+"""asp_export.surgery.flops: MACs, FLOPs (= 2 x MACs) and params against hand computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ keras = pytest.importorskip("keras")
 from keras import layers  # noqa: E402
 
 from asp_export.errors import UserInputError  # noqa: E402
-from asp_export.flops import count, format_count  # noqa: E402
+from asp_export.surgery.flops import count, format_count  # noqa: E402
 
 
 def _single(layer, input_shape):
@@ -113,7 +113,7 @@ def test_conv1d_and_conv3d_use_the_same_rule():
     ids=lambda layer: type(layer).__name__,
 )
 def test_layers_without_weight_products_cost_zero_and_do_not_warn(layer, caplog):
-    with caplog.at_level(logging.WARNING, logger="asp_export.flops"):
+    with caplog.at_level(logging.WARNING, logger="asp_export.surgery.flops"):
         report, row = _single(layer, (8, 16, 3))
     assert row.macs == 0 and report.flops == 0
     assert report.uncounted == ()
@@ -208,7 +208,7 @@ def test_unknown_layer_counts_zero_macs_with_a_warning_naming_it_but_keeps_its_p
     inputs = keras.Input(shape=(4, 4, 3), name="input")
     x = _Scale(name="mystery")(inputs)
     model = keras.Model(inputs, layers.Conv2D(2, 1, use_bias=False, name="conv")(x))
-    with caplog.at_level(logging.WARNING, logger="asp_export.flops"):
+    with caplog.at_level(logging.WARNING, logger="asp_export.surgery.flops"):
         report = count(model)
     assert report.uncounted == ("mystery",)
     assert "mystery (_Scale)" in caplog.text
@@ -278,7 +278,7 @@ def test_keras_ops_in_a_functional_graph_are_counted_without_warnings(caplog):
     y = keras.ops.relu(x + inputs) * 2.0
     flat = keras.ops.reshape(y, (-1, 48))
     z = keras.ops.matmul(flat, keras.ops.ones((48, 5)))
-    with caplog.at_level(logging.WARNING, logger="asp_export.flops"):
+    with caplog.at_level(logging.WARNING, logger="asp_export.surgery.flops"):
         report = count(keras.Model(inputs, z))
     assert report.uncounted == ()
     assert not caplog.records

@@ -17,8 +17,8 @@ keras = pytest.importorskip("keras")
 from keras import layers as L  # noqa: E402
 
 from asp_export import surgery  # noqa: E402
-from asp_export.flops import count  # noqa: E402
-from asp_export.graph import build_graph  # noqa: E402
+from asp_export.surgery.flops import count  # noqa: E402
+from asp_export.surgery.graph import build_graph  # noqa: E402
 
 
 def _x(model, n=3, seed=0):
@@ -294,7 +294,7 @@ def test_unknown_layer_is_frozen_with_a_warning(caplog):
         w = model.get_layer(name).get_weights()
         w[0][..., 0], w[1][0] = 0.0, 0.0
         model.get_layer(name).set_weights(w)
-    with caplog.at_level(logging.WARNING, logger="asp_export.graph"):
+    with caplog.at_level(logging.WARNING, logger="asp_export.surgery.graph"):
         p = surgery.plan(model, 1e-6)
     assert any("'mystery'" in r.getMessage() and "Scale" in r.getMessage() for r in caplog.records)
     g = build_graph(model)
@@ -380,7 +380,7 @@ def test_keras_ops_in_a_functional_model(tmp_path, caplog):
     x = L.Conv2D(4, 1, name="after")(x)
     y = keras.ops.mean(x, axis=-1, keepdims=True)  # mixes channels: unknown, so frozen
     model = keras.Model(inp, [L.Dense(2, name="logits")(L.GlobalAveragePooling2D()(x)), y])
-    with caplog.at_level(logging.WARNING, logger="asp_export.graph"):
+    with caplog.at_level(logging.WARNING, logger="asp_export.surgery.graph"):
         g = build_graph(model)
     assert set(_group_of(g, "a").producers) == {"a", "b"}
     assert any("Mean" in r.getMessage() for r in caplog.records)

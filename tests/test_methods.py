@@ -69,8 +69,8 @@ def test_reach_hits_a_flops_target_and_the_cut_model_equals_the_masked_one(keras
     from asp_export.models import create_model
 
     from asp_export import surgery
-    from asp_export.flops import count
     from asp_export.sparsity import grouped_kernels
+    from asp_export.surgery.flops import count
     from asp_export.targets import reach
 
     model = create_model("lenet5", input_shape=(16, 16, 1), num_classes=10)
@@ -178,8 +178,8 @@ def test_channels_kept_back_by_rounding_or_coupling_keep_their_trained_weights(k
     from asp_export.models import create_model
 
     from asp_export import surgery
-    from asp_export.flops import count
     from asp_export.sparsity import grouped_kernels
+    from asp_export.surgery.flops import count
     from asp_export.targets import reach
 
     # residual Adds couple channels

@@ -15,7 +15,7 @@ from asp_export.models import create_model, get_model_entry, list_models, regist
 
 from asp_export.cli import cli  # noqa: E402
 from asp_export.errors import UserInputError  # noqa: E402
-from asp_export.flops import count  # noqa: E402
+from asp_export.surgery.flops import count  # noqa: E402
 
 PAPER_MODELS = [
     "gasl-mnist",

@@ -13,7 +13,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from asp_export import surgery  # noqa: E402
-from asp_export.flops import count  # noqa: E402
+from asp_export.surgery.flops import count  # noqa: E402
 
 # name -> (input side, also save -> load in safe mode); saving the 90 MB ones costs seconds
 APPLICATIONS = {

@@ -2,7 +2,7 @@
 
 Counts Conv, ConvTranspose, Gemm and MatMul with constant weights, per sample (batch fixed to 1), with the
 project convention flops = 2 x multiply-accumulates. Everything else (activations, pooling, adds, BN)
-is ignored, as in `asp_export.flops` for the layers that dominate a CNN. Uses only the `onnx` package,
+is ignored, as in `asp_export.surgery.flops` for the layers that dominate a CNN. Uses only the `onnx` package,
 never TensorFlow; returns None when a shape cannot be inferred rather than guessing.
 """
 

@@ -437,7 +437,7 @@ def _run_parity(judge, path: Path, fmt_key: str, data: str) -> ParityResult:
 def _count(model) -> tuple[int, int | None]:
     params = int(model.count_params())
     try:
-        from asp_export.flops import count
+        from asp_export.surgery.flops import count
     except ImportError:
         return params, None
     try:

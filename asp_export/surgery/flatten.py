@@ -1,6 +1,6 @@
 """A Keras functional or Sequential model, nested models included, as one flat graph.
 
-Why: channel coupling (`asp_export.graph`) and surgery (`asp_export.surgery`) reason
+Why: channel coupling (`asp_export.surgery.graph`) and surgery (`asp_export.surgery`) reason
 about one graph of layer calls. Keras stores a functional model's graph in its config
 (``config["layers"][i]["inbound_nodes"]``), but a model may nest other models (a
 backbone inside a classifier, a Sequential block inside a functional one). Here every
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from asp_export.errors import UnsupportedLayerError, UserInputError
-from asp_export.layers import Handler, get_handler
+from asp_export.surgery.layers import Handler, get_handler
 
 __all__ = ["Call", "FlatModel", "LayerRec", "Ref", "TRef", "flatten_model", "leaves"]
 
@@ -64,7 +64,7 @@ class LayerRec:
         return self.entry["config"]
 
     def handler(self) -> Handler | None:
-        """This layer's entry in `asp_export.layers` (None: unknown type)."""
+        """This layer's entry in `asp_export.surgery.layers` (None: unknown type)."""
         return get_handler(self.class_name, self.entry.get("module"))
 
     def weights(self) -> list:

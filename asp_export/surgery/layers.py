@@ -1,6 +1,6 @@
 """Per-layer-type handlers: how a Keras layer couples, measures and cuts channels.
 
-Why a table: the dependency graph (`asp_export.graph`) only needs to know, for each
+Why a table: the dependency graph (`asp_export.surgery.graph`) only needs to know, for each
 layer class, *how* its channels relate (a producer of new channels, a per-channel
 pass-through, an element-wise op, a concatenation, ...), and the surgery
 (`asp_export.surgery`) only needs to know *where* the channel axes of its weights

@@ -4,7 +4,7 @@ Why two steps: *deciding* which channels are dead (`plan`) is cheap, changes not
 can be printed, stored in report.json and replayed; *cutting* (`apply`) writes a new model
 from the plan. Zeroed weights alone make nothing faster; `apply` removes the channels from
 the config (fewer filters/units) and slices every weight that touches them, honouring the
-channel-dependency groups of `asp_export.graph`.
+channel-dependency groups of `asp_export.surgery.graph`.
 
 The contract, checked by the tests: ``apply(model, plan)(x) == mask(model, plan)(x)``
 (within 1e-5 relative), where `mask` is the original model with the dropped channels'
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from asp_export.errors import UserInputError
-from asp_export.graph import ChannelGraph, build_graph
+from asp_export.surgery.graph import ChannelGraph, build_graph
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +442,7 @@ def prune_model(model, threshold: float = 1e-3, **opts):
 # ================================================================================== shrink
 def _cost(model) -> dict:
     try:
-        from asp_export.flops import count
+        from asp_export.surgery.flops import count
     except ImportError:  # pragma: no cover - flops module is part of the package
         return {"params": int(model.count_params()), "flops": None}
     report = count(model)
@@ -557,7 +557,7 @@ def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize
             if rec.class_name != "BatchNormalization":
                 continue
             cfg = rec.config
-            from asp_export.layers import _bn_parts
+            from asp_export.surgery.layers import _bn_parts
 
             gi, bi, mi, vi = _bn_parts(cfg, w)
             w = [np.array(x) for x in w]

@@ -9,7 +9,7 @@ autograd; a Keras functional model already stores its graph in
 
 How (the whole idea in one paragraph): every channel of every tensor gets an integer id
 (an *element*). Each layer call adds edges between elements that must live or die
-together, as its handler in `asp_export.layers` says (a BN joins input channel c to
+together, as its handler in `asp_export.surgery.layers` says (a BN joins input channel c to
 output channel c, an Add joins channel c of all its inputs and its output, a Concatenate
 joins input k's channel c to output channel offset_k + c, a Flatten joins channel c to
 every flat position p*C + c, a depthwise conv joins input c to outputs c*m..c*m+m-1).
@@ -18,7 +18,7 @@ that share channels form a *group* (`Group`). Channels touching something we can
 exactly (model inputs and outputs, unknown layers, LayerNormalization, grouped
 convolutions, excluded layers) are *frozen*.
 
-Nested models are first flattened into one functional graph (`asp_export.flatten`), which
+Nested models are first flattened into one functional graph (`asp_export.surgery.flatten`), which
 is also what `asp_export.surgery.apply` rebuilds. A shared layer (called at several
 nodes) has one set of weights, so its calls' channels are coupled.
 """
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asp_export.errors import UnsupportedLayerError, UserInputError
-from asp_export.flatten import Call, FlatModel, LayerRec, Ref, TRef, flatten_model, leaves
-from asp_export.layers import Handler, activation_fn
+from asp_export.surgery.flatten import Call, FlatModel, LayerRec, Ref, TRef, flatten_model, leaves
+from asp_export.surgery.layers import Handler, activation_fn
 
 log = logging.getLogger(__name__)
 
