@@ -1,4 +1,4 @@
-"""Plan and apply channel surgery: rebuild a Keras model physically smaller.
+"""Plan channel surgery: decide which channels go (the cut itself is `_apply`).
 
 Why two steps: *deciding* which channels are dead (`plan`) is cheap, changes nothing and
 can be printed, stored in report.json and replayed; *cutting* (`apply`) writes a new model
@@ -18,19 +18,15 @@ producing kernels, biases and BN gamma/beta set to zero.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from asp_export.errors import UserInputError
 from asp_export.surgery.graph import ChannelGraph, build_graph
 
-log = logging.getLogger(__name__)
-
-__all__ = ["GroupPlan", "Plan", "apply", "mask", "plan", "prune_model", "shrink"]
+__all__ = ["PLAN_SCHEMA_VERSION", "GroupPlan", "Plan", "plan", "producer_outputs"]
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -229,7 +225,7 @@ def _comp_priority(g: ChannelGraph, priority: dict | None) -> np.ndarray:
     return np.where(np.isfinite(given), given, g.comp_norm)
 
 
-def _producer_outputs(g: ChannelGraph) -> list:
+def producer_outputs(g: ChannelGraph) -> list:
     out = []
     for rec in g.flat.layers.values():
         if g.kinds.get(rec.name) in ("producer", "depthwise") and rec.calls:
@@ -246,7 +242,7 @@ def _enforce_widths(
     unrounded: set,
 ) -> None:
     """Keep back the highest-priority dropped channels until every producer output is wide enough."""
-    producers = _producer_outputs(g)
+    producers = producer_outputs(g)
     targets = [ref for _, ref in producers]
     exact = {ref for name, ref in producers if name in unrounded}
     all_refs = list(g.shapes)
@@ -292,281 +288,6 @@ def _make_plan(g: ChannelGraph, keep: np.ndarray, **opts) -> Plan:
         )
     layers = [
         {"name": name, "before": g.width(ref), "after": int(g.keep_indices(ref, keep).size)}
-        for name, ref in _producer_outputs(g)
+        for name, ref in producer_outputs(g)
     ]
     return Plan(groups=groups, layers=layers, **opts)
-
-
-def _comp_keep(g: ChannelGraph, p: Plan) -> np.ndarray:
-    if len(p.groups) != len(g.groups) or any(
-        a.total != b.total for a, b in zip(p.groups, g.groups, strict=True)
-    ):
-        raise UserInputError(
-            f"The plan does not match model {g.flat.name!r}: it lists {len(p.groups)} groups, "
-            f"the model has {len(g.groups)} (or their sizes differ). Make the plan from this model."
-        )
-    keep = np.ones(g.n_comp, dtype=bool)
-    for gp, grp in zip(p.groups, g.groups, strict=True):
-        drop = np.asarray(gp.drop, dtype=np.int64)
-        if drop.size and (drop.min() < 0 or drop.max() >= grp.total):
-            raise UserInputError(f"Plan group {gp.id} drops channel indices outside 0..{grp.total - 1}.")
-        comps = grp.comps[drop]
-        frozen = comps[g.comp_frozen[comps] & (g.comp_reason[comps] != "")]
-        structural = [c for c in frozen if not str(g.comp_reason[c]).endswith("excluded")]
-        if structural:
-            raise UserInputError(
-                f"Plan group {gp.id} drops a channel that cannot be removed ({g.comp_reason[structural[0]]})."
-            )
-        keep[comps] = False
-    return keep
-
-
-# =================================================================================== apply
-def _new_configs(g: ChannelGraph, keep: np.ndarray) -> tuple[dict, dict]:
-    shapes = {}
-    for ref, shape in g.shapes.items():
-        n = int(g.keep_indices(ref, keep).size)
-        shapes[ref] = tuple(shape[:-1]) + (n,) if len(shape) >= 2 else tuple(shape)
-    configs = {}
-    for rec in g.flat.layers.values():
-        kind = g.kinds.get(rec.name)
-        if not rec.calls or kind in (None, "frozen", "input"):
-            continue
-        out = g.outs_of.get((rec.name, 0))
-        if not out:
-            continue
-        new_w = shapes[out[0]][-1]
-        if new_w == g.shapes[out[0]][-1]:
-            continue
-        if kind == "producer":
-            configs[rec.name] = rec.handler().set_out_channels(rec.config, new_w)
-        elif rec.class_name == "Reshape":
-            cfg = dict(rec.config)
-            target = list(cfg["target_shape"])
-            if kind == "flatten":
-                target = [new_w] if target[-1] != -1 else [-1]
-            elif target[-1] != -1:
-                target[-1] = new_w
-            cfg["target_shape"] = tuple(target)
-            configs[rec.name] = cfg
-    return shapes, configs
-
-
-def _rebuild(g: ChannelGraph, shapes: dict, configs: dict):
-    import keras
-
-    cfg = g.flat.to_config(shapes, configs)
-    return keras.Model.from_config(cfg)
-
-
-def apply(model, plan: Plan):
-    """Build a new, smaller ``keras.Model`` without the plan's dropped channels.
-
-    The input model is not modified. Nested models come back flattened (one functional
-    model with the same layer names); the result contains only standard Keras layers
-    when the input did, so it saves to ``.keras`` and loads in safe mode.
-
-    Args:
-        model: the model the plan was made from.
-        plan: a `Plan` from `plan` (or `Plan.from_dict`).
-
-    Returns:
-        The new model; ``apply(model, plan)(x)`` equals ``mask(model, plan)(x)``.
-
-    Raises:
-        UserInputError: the plan does not match the model.
-    """
-    g = build_graph(model, exclude=plan.exclude, warn=False)
-    keep = _comp_keep(g, plan)
-    shapes, configs = _new_configs(g, keep)
-    new = _rebuild(g, shapes, configs)
-    for rec in g.flat.layers.values():
-        w = rec.weights()
-        if not w:
-            continue
-        kind = g.kinds.get(rec.name)
-        h = rec.handler()
-        if kind in ("producer", "depthwise", "channelwise") and rec.calls:
-            cfg = rec.config
-            out_keep = g.keep_indices(g.outs_of[(rec.name, 0)][0], keep)
-            if out_keep.size != g.width(g.outs_of[(rec.name, 0)][0]):
-                w = h.slice_out(cfg, w, out_keep)
-            if kind == "producer":
-                in_ref = rec.calls[0].inputs[0]
-                in_keep = g.keep_indices(in_ref, keep)
-                if in_keep.size != g.width(in_ref):
-                    w = h.slice_in(cfg, w, in_keep)
-        new.get_layer(rec.name).set_weights(w)
-    widths = [(g.width(ref), int(g.keep_indices(ref, keep).size)) for _, ref in _producer_outputs(g)]
-    log.info(
-        "surgery: %s -> %d of the %d output channels of its %d conv/dense layers kept (classifier included)",
-        g.flat.name,
-        sum(after for _, after in widths),
-        sum(before for before, _ in widths),
-        len(widths),
-    )
-    return new
-
-
-def mask(model, plan: Plan):
-    """A copy of `model` with the plan's dropped channels forced to zero (same widths).
-
-    Zeroes, for every dropped channel, the producing kernel slice and bias, and the
-    gamma and beta of BatchNormalization layers on it (moving mean too when there is no
-    gamma). This is the test oracle of `apply` and the "masked" model `asp prune` reports.
-    Nested models come back flattened, like `apply`.
-    """
-    g = build_graph(model, exclude=plan.exclude, warn=False)
-    keep = _comp_keep(g, plan)
-    new = _rebuild(g, dict(g.shapes), {})
-    for rec in g.flat.layers.values():
-        w = rec.weights()
-        if not w:
-            continue
-        kind = g.kinds.get(rec.name)
-        if kind in ("producer", "depthwise", "channelwise") and rec.calls:
-            out_ref = g.outs_of[(rec.name, 0)][0]
-            drop = np.nonzero(~keep[g.comp[g.ids(out_ref)]])[0]
-            if drop.size:
-                w = rec.handler().zero_out(rec.config, w, drop)
-        new.get_layer(rec.name).set_weights(w)
-    return new
-
-
-def prune_model(model, threshold: float = 1e-3, **opts):
-    """`plan` then `apply`: returns ``(small_model, plan)``. Options as in `plan`."""
-    p = plan(model, threshold, **opts)
-    return apply(model, p), p
-
-
-# ================================================================================== shrink
-def _cost(model) -> dict:
-    try:
-        from asp_export.surgery.flops import count
-    except ImportError:  # pragma: no cover - flops module is part of the package
-        return {"params": int(model.count_params()), "flops": None}
-    report = count(model)
-    return {"params": int(report.params), "flops": int(report.flops)}
-
-
-def shrink(
-    path: str | Path,
-    out: str | Path | None,
-    *,
-    threshold: float,
-    relative: bool = False,
-    round_to: int = 1,
-    min_channels: int = 1,
-    exclude=(),
-    dry_run: bool = False,
-    force: bool = False,
-) -> tuple[Plan, dict]:
-    """Load a ``.keras`` model safely, plan, and (unless `dry_run`) write the smaller model.
-
-    Writes ``out`` and ``<out stem>.report.json`` next to it, both atomically.
-
-    Returns:
-        ``(plan, report)``; report has ``before``/``after`` params and FLOPs.
-
-    Raises:
-        ModelLoadError: the file is not a loadable, safe ``.keras`` model.
-        UserInputError: ``out`` exists without `force`, or bad options.
-    """
-    from asp_export._io import atomic_path, write_json_atomic
-    from asp_export.keras_io import load_keras_model
-
-    out_path = Path(out) if out is not None else None
-    if not dry_run:
-        if out_path is None:
-            raise UserInputError("--out is required unless --dry-run is given.")
-        if out_path.suffix != ".keras":
-            raise UserInputError(f"--out must end with .keras; received {str(out_path)!r}.")
-        if out_path.exists() and not force:
-            raise UserInputError(f"{out_path} already exists; pass --force to overwrite it.")
-    model = load_keras_model(path)
-    p = plan(
-        model, threshold, relative=relative, round_to=round_to, min_channels=min_channels, exclude=exclude
-    )
-    report = {
-        "schema_version": 1,
-        "source": str(path),
-        "out": None,
-        "before": _cost(model),
-        "after": None,
-        "plan": p.to_dict(),
-    }
-    if dry_run:
-        return p, report
-    small = apply(model, p)
-    report["out"] = str(out_path)
-    report["after"] = _cost(small)
-    with atomic_path(out_path) as tmp:
-        small.save(tmp)
-    write_json_atomic(report_path(out_path), report)
-    return p, report
-
-
-def report_path(out: str | Path) -> Path:
-    """Where `shrink` writes its report: ``SMALL.report.json`` next to ``SMALL.keras``."""
-    out = Path(out)
-    return out.with_name(out.stem + ".report.json")
-
-
-# ========================================================================= test support
-def make_dead_channels(model, fraction: float = 0.3, *, seed: int = 0, randomize_bn: bool = True):
-    """Kill a random `fraction` of each group's removable channels in place; returns the count.
-
-    For tests and benchmarks (a freshly initialised model has no dead channels): BN
-    statistics are first randomised (so BN is not a no-op), then for each chosen channel
-    every producing kernel slice and bias is zeroed and the beta of every BN on it is set so
-    the BN outputs exactly zero. `plan(model, threshold=1e-6)` then finds these channels.
-    """
-    rng = np.random.default_rng(seed)
-    g = build_graph(model, warn=False)
-    if randomize_bn:
-        for rec in g.flat.layers.values():
-            if rec.class_name == "BatchNormalization" and rec.obj is not None:
-                w = [np.array(x) for x in rec.obj.get_weights()]
-                for i, x in enumerate(w):
-                    w[i] = (
-                        rng.uniform(0.5, 1.5, x.shape)
-                        if i in (0, len(w) - 1)
-                        else rng.normal(0, 0.1, x.shape)
-                    ).astype(x.dtype)
-                rec.obj.set_weights(w)
-                rec._weights = None
-    dead = np.zeros(g.n_comp, dtype=bool)
-    for grp in g.groups:  # per group, never all of it, so min_channels=1 keeps nothing back
-        free = grp.comps[~g.comp_frozen[grp.comps]]
-        k = min(int(round(fraction * free.size)), free.size - 1)
-        if k > 0:
-            dead[rng.choice(free, size=k, replace=False)] = True
-    for rec in g.flat.layers.values():
-        kind = g.kinds.get(rec.name)
-        if kind not in ("producer", "depthwise", "channelwise") or not rec.calls or rec.obj is None:
-            continue
-        w = rec.weights()
-        if not w:
-            continue
-        out_ref = g.outs_of[(rec.name, 0)][0]
-        drop = np.nonzero(dead[g.comp[g.ids(out_ref)]])[0]
-        if not drop.size:
-            continue
-        h = rec.handler()
-        if kind == "channelwise":
-            if rec.class_name != "BatchNormalization":
-                continue
-            cfg = rec.config
-            from asp_export.surgery.layers import _bn_parts
-
-            gi, bi, mi, vi = _bn_parts(cfg, w)
-            w = [np.array(x) for x in w]
-            gamma = w[gi][drop] if gi is not None else 1.0
-            if bi is None:
-                w[mi][drop] = 0.0
-            else:
-                w[bi][drop] = gamma * w[mi][drop] / np.sqrt(w[vi][drop] + float(cfg.get("epsilon", 1e-3)))
-        else:
-            w = h.zero_out(rec.config, w, drop)
-        rec.obj.set_weights(w)
-    return int(dead.sum())

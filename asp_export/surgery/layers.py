@@ -262,7 +262,7 @@ class Handler:
 
 
 # ----------------------------------------------------------------- channelwise helpers
-def _bn_parts(cfg: dict, w: Weights) -> tuple[int | None, int | None, int, int]:
+def bn_parts(cfg: dict, w: Weights) -> tuple[int | None, int | None, int, int]:
     i = 0
     gamma = beta = None
     if cfg.get("scale", True):
@@ -273,7 +273,7 @@ def _bn_parts(cfg: dict, w: Weights) -> tuple[int | None, int | None, int, int]:
 
 
 def _bn_const(x: np.ndarray, cfg: dict, w: Weights) -> np.ndarray:
-    g, b, m, v = _bn_parts(cfg, w)
+    g, b, m, v = bn_parts(cfg, w)
     gamma = w[g].astype(np.float64) if g is not None else 1.0
     beta = w[b].astype(np.float64) if b is not None else 0.0
     mean, var = w[m].astype(np.float64), w[v].astype(np.float64)
@@ -286,7 +286,7 @@ def _bn_const(x: np.ndarray, cfg: dict, w: Weights) -> np.ndarray:
 
 
 def _bn_mask(cfg: dict, w: Weights, drop: np.ndarray) -> Weights:
-    g, b, m, _ = _bn_parts(cfg, w)
+    g, b, m, _ = bn_parts(cfg, w)
     if g is not None:
         w[g][drop] = 0.0
     else:  # no gamma: output (x - mean)/std; zero mean so a zero input stays zero
