@@ -301,3 +301,15 @@ def test_a_model_loaded_from_a_keras_file_counts_the_same(tmp_path):
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     assert count(loaded).to_dict() == count(model).to_dict()
+
+
+def test_the_documented_public_path_is_the_counter_itself():
+    """DESIGN.md and docs/models.md name `asp_export.flops.count`: the facade must be the same objects."""
+    import asp_export.flops as public
+    import asp_export.surgery.flops as impl
+
+    assert public.__all__ == impl.__all__
+    for name in impl.__all__:
+        assert getattr(public, name) is getattr(impl, name), name
+    model = keras.Sequential([keras.Input((4, 4, 1)), layers.Conv2D(2, 3, name="c")])
+    assert public.count(model).macs == (2 * 2) * 2 * (3 * 3 * 1)  # 2x2 outputs x 2 filters x 3x3x1 taps
