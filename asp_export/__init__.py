@@ -2,7 +2,7 @@
 
 The package root imports nothing heavy: `asp bench` on ONNX or TFLite files must
 run where TensorFlow is not installed. Import the stage modules directly:
-`asp_export.sparsity`, `asp_export.surgery`, `asp_export.surgery.flops`, `asp_export.export`, ...
+`asp_export.prune.sparsity`, `asp_export.surgery`, `asp_export.surgery.flops`, `asp_export.export`, ...
 """
 
 from asp_export.errors import AspError

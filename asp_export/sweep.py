@@ -57,7 +57,7 @@ class SweepOptions:
 
     Args:
         model, data: as for `asp prune`.
-        methods: methods from `asp_export.sparsity.METHODS` (not ``none``: that is the reference).
+        methods: methods from `asp_export.prune.sparsity.METHODS` (not ``none``: that is the reference).
         targets: fractions to remove, each in (0, 1).
         out: the sweep directory.
         kind: ``sparsity`` (``--target-sparsity``), ``flops`` (``--target-flops``) or
@@ -82,7 +82,7 @@ class SweepOptions:
     scopes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from asp_export.sparsity import METHODS
+        from asp_export.prune.sparsity import METHODS
 
         if self.kind not in KINDS:
             raise UserInputError(f"Unknown target kind {self.kind!r}; valid: {', '.join(KINDS)}.")
@@ -100,7 +100,7 @@ class SweepOptions:
         for key in ("model", "data", "out", "method", "resume_dir", "force", *TARGET_OPTION.values()):
             if key in self.prune:
                 raise UserInputError(f"Sweep sets {key} itself; do not pass it as a prune option.")
-        from asp_export.targets import SCOPES
+        from asp_export.prune.targets import SCOPES
 
         for scope in self.scopes:
             if scope not in SCOPES:
@@ -172,7 +172,7 @@ def _run_sweep(out: Path, options: SweepOptions) -> dict[str, Any]:
 def _check_targets(options: SweepOptions) -> None:
     """Refuse the sweep (exit 2) before anything trains when a cell's target is out of any
     cut's reach: each method's largest target per scope decides."""
-    from asp_export.pipeline import check_target_reachable, options_from_cli
+    from asp_export.prune.pipeline import check_target_reachable, options_from_cli
 
     largest: dict[tuple[str, str | None], float] = {}
     for method, target, scope in grid(options)[1:]:
@@ -203,7 +203,7 @@ def _check_spec(out: Path, options: SweepOptions) -> None:
 def _run_cell(
     root: Path, options: SweepOptions, method: str, target: float | None, scope: str | None = None
 ) -> dict[str, Any]:
-    from asp_export.pipeline import options_from_cli, run_prune
+    from asp_export.prune.pipeline import options_from_cli, run_prune
 
     run = RunDir(root)
     if run.report_json.exists():
@@ -287,8 +287,8 @@ def _seed_from(sibling: Path, root: Path, prune_options) -> None:
     options), state and final checkpoint; the post-training stages then run as on resume."""
     import shutil
 
+    from asp_export.prune.train import checkpoint_files, latest_checkpoint
     from asp_export.rundir import read_json
-    from asp_export.train import checkpoint_files, latest_checkpoint
 
     source, target = RunDir(sibling), RunDir(root)
     checkpoint = latest_checkpoint(source)

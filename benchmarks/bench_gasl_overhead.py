@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _time_steps(model, x, y, config, steps: int, batch: int) -> float:
     import keras
 
-    from asp_export import sparsity
+    from asp_export.prune import sparsity
 
     class StepTimer(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
@@ -66,8 +66,8 @@ def main() -> None:
     import numpy as np
     from asp_export.models import create_model, get_model_entry
 
-    from asp_export.sparsity import SparsityConfig
-    from asp_export.train import compile_model
+    from asp_export.prune.sparsity import SparsityConfig
+    from asp_export.prune.train import compile_model
 
     variants = {
         "plain CE": SparsityConfig(method="none"),

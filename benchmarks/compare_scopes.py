@@ -3,11 +3,11 @@
     python benchmarks/compare_scopes.py --epochs 1 --targets 0.5,0.7,0.9 --out /tmp/scopes
 
 Trains each method once (``asp prune`` without a target: its dense.keras), then cuts that one
-trained model to every (target, ranking) with `asp_export.targets.reach` (the run's defaults:
+trained model to every (target, ranking) with `asp_export.prune.targets.reach` (the run's defaults:
 threshold 1e-3, round_to 8, min_channels 1) and prints, as Markdown, the validation accuracy
 of the rebuilt model before any fine-tuning. The test split is not looked at. Rankings:
 
-* the scopes of `asp_export.targets.SCOPES` (``global`` = score per weight, ``global-raw``,
+* the scopes of `asp_export.prune.targets.SCOPES` (``global`` = score per weight, ``global-raw``,
   ``layer``, ``uniform``);
 * ``global-cost``: the raw score divided by the params one channel of its layer costs
   (its own weights and those of the next layer reading it), measured by rebuilding the model
@@ -35,7 +35,7 @@ def _val_accuracy(model, dataset, batch_size: int = 256) -> float:
 def _channel_costs(model, kernels) -> dict[str, float]:
     """Params removed by cutting one channel of each candidate layer (no rounding)."""
     from asp_export import surgery
-    from asp_export.targets import snapshot, zero_channels
+    from asp_export.prune.targets import snapshot, zero_channels
 
     originals = snapshot(kernels)
     base = surgery.apply(model, surgery.plan(model, threshold=1e-3)).count_params()
@@ -63,10 +63,10 @@ def main() -> None:
     import keras
 
     from asp_export import surgery
-    from asp_export.methods import channel_scores, score_divisors
-    from asp_export.pipeline import _load_data, options_from_cli, run_prune
-    from asp_export.sparsity import grouped_kernels
-    from asp_export.targets import SCOPES, Target, reach
+    from asp_export.prune.methods import channel_scores, score_divisors
+    from asp_export.prune.pipeline import _load_data, options_from_cli, run_prune
+    from asp_export.prune.sparsity import grouped_kernels
+    from asp_export.prune.targets import SCOPES, Target, reach
 
     targets = [float(t) for t in args.targets.split(",")]
     rankings = [*SCOPES, "global-cost"]

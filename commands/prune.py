@@ -6,9 +6,9 @@ import click
 from click.core import ParameterSource
 
 from asp_export.input_range import INPUT_RANGES
-from asp_export.sparsity import METHODS, SOLVERS, WEIGHTINGS
-from asp_export.targets import SCOPES
-from asp_export.train import STRATEGIES
+from asp_export.prune.sparsity import METHODS, SOLVERS, WEIGHTINGS
+from asp_export.prune.targets import SCOPES
+from asp_export.prune.train import STRATEGIES
 
 
 def _input_shape(ctx, param, value):
@@ -123,7 +123,7 @@ def command(**options):
     checkpoints/ (resume with --resume RUN_DIR) and logs/ (TensorBoard).
     Example: asp prune --model lenet5 --data mnist --data-dir ~/data/mnist --out runs/lenet5
     """
-    from asp_export.pipeline import options_from_cli, run_prune
+    from asp_export.prune.pipeline import options_from_cli, run_prune
 
     resume_dir = options.pop("resume_dir")
     force = options.pop("force")

@@ -1,4 +1,7 @@
-"""Every pruning method ends in the same surgery and meets its target (asp_export/methods.py, targets.py)."""
+"""Every pruning method ends in the same surgery and meets its target.
+
+Code under test: asp_export/prune/methods.py and targets.py.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from click.testing import CliRunner
 
 from asp_export.cli import cli
 from asp_export.errors import UserInputError
-from asp_export.targets import Target, _bisect, order_channels, validate_target
+from asp_export.prune.targets import Target, _bisect, order_channels, validate_target
 
 TINY = ["--data", "digits", "--epochs", "1", "--steps-per-epoch", "3", "--round-to", "1"]
 LENET = ["--model", "lenet5", "--input-shape", "16,16,1", *TINY]
@@ -69,9 +72,9 @@ def test_reach_hits_a_flops_target_and_the_cut_model_equals_the_masked_one(keras
     from asp_export.models import create_model
 
     from asp_export import surgery
-    from asp_export.sparsity import grouped_kernels
+    from asp_export.prune.sparsity import grouped_kernels
+    from asp_export.prune.targets import reach
     from asp_export.surgery.flops import count
-    from asp_export.targets import reach
 
     model = create_model("lenet5", input_shape=(16, 16, 1), num_classes=10)
     dense_flops = count(model).flops
@@ -178,9 +181,9 @@ def test_channels_kept_back_by_rounding_or_coupling_keep_their_trained_weights(k
     from asp_export.models import create_model
 
     from asp_export import surgery
-    from asp_export.sparsity import grouped_kernels
+    from asp_export.prune.sparsity import grouped_kernels
+    from asp_export.prune.targets import reach
     from asp_export.surgery.flops import count
-    from asp_export.targets import reach
 
     # residual Adds couple channels
     model = create_model("tiny_resnet", input_shape=(16, 16, 1), num_classes=10)
@@ -214,8 +217,8 @@ def test_channels_kept_back_by_rounding_or_coupling_keep_their_trained_weights(k
 def _lenet5_reach(target, *, round_to, scores=None, input_shape=(28, 28, 1)):
     from asp_export.models import create_model
 
-    from asp_export.sparsity import grouped_kernels
-    from asp_export.targets import reach
+    from asp_export.prune.sparsity import grouped_kernels
+    from asp_export.prune.targets import reach
 
     model = create_model("lenet5", input_shape=input_shape, num_classes=10)
     kernels = grouped_kernels(model)
@@ -254,7 +257,7 @@ def layer_width(plan, name):
 def test_rounding_keeps_back_the_highest_scored_channels(keras_seed):
     from asp_export.models import create_model
 
-    from asp_export.sparsity import grouped_kernels
+    from asp_export.prune.sparsity import grouped_kernels
 
     rng = np.random.default_rng(3)
     model = create_model("lenet5", input_shape=(28, 28, 1), num_classes=10)
@@ -279,7 +282,7 @@ def test_a_target_no_cut_can_reach_is_refused_before_training(tmp_path):
 
 
 def test_a_pruned_model_at_chance_is_a_failed_run(tmp_path, monkeypatch):
-    from asp_export import methods
+    from asp_export.prune import methods
 
     choose = methods.choose_plan
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asp_export import sparsity
 from asp_export.errors import UserInputError
+from asp_export.prune import sparsity
 
 
 def _tiny_model():

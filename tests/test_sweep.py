@@ -235,7 +235,7 @@ def test_a_sweep_with_an_unreachable_target_is_refused_before_training(tmp_path)
 def test_a_cell_whose_pruned_model_is_at_chance_is_failed_not_a_row_of_results(tmp_path, monkeypatch):
     import numpy as np
 
-    from asp_export import methods
+    from asp_export.prune import methods
 
     choose = methods.choose_plan
 

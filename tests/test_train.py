@@ -23,9 +23,9 @@ _ONE_STEP = textwrap.dedent(
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
     )
     import keras
-    from asp_export import sparsity
-    from asp_export.custom_loop import StrategyLoop
-    from asp_export.train import compile_model
+    from asp_export.prune import sparsity
+    from asp_export.prune.custom_loop import StrategyLoop
+    from asp_export.prune.train import compile_model
 
     solver = sys.argv[1]
     rng = np.random.default_rng(0)
@@ -103,7 +103,7 @@ _ONE_EPOCH_LENET = [
 def test_mixed_precision_trains_and_saves_a_float32_model(tmp_path, monkeypatch):
     import keras
 
-    from asp_export import train
+    from asp_export.prune import train
 
     # nvidia-smi lists a GPU that TensorFlow cannot see (the CUDA wheels missing): a warning, not a fact
     monkeypatch.setattr(train, "visible_gpu", lambda: "NVIDIA A100-SXM4-40GB")
@@ -160,14 +160,14 @@ def test_training_on_the_cpu_of_a_gpu_machine_warns_once(monkeypatch, caplog):
 
     import tensorflow as tf
 
-    from asp_export import train
+    from asp_export.prune import train
 
     strategy = tf.distribute.get_strategy()
     monkeypatch.setattr(train, "visible_gpu", lambda: None)
     assert "warning" not in train.describe_devices(strategy)  # no GPU here: nothing to say
     monkeypatch.setattr(train, "visible_gpu", lambda: "NVIDIA A100-SXM4-40GB")
     monkeypatch.setattr(train, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger="asp_export.train"):
+    with caplog.at_level(logging.WARNING, logger="asp_export.prune.train"):
         first = train.describe_devices(strategy)
         second = train.describe_devices(strategy)  # config.json, then report.json
     assert first == second and first["device"] == "CPU"
@@ -182,8 +182,8 @@ def test_tensorflow_grows_gpu_memory_instead_of_taking_it_all(monkeypatch, tmp_p
     import keras
     import tensorflow as tf
 
-    from asp_export import train
     from asp_export.bench.runtimes import load_tensorflow
+    from asp_export.prune import train
 
     gpu = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
     real_list = tf.config.list_physical_devices

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from asp_export.bench.report import notes, pair_sentence
-from asp_export.report import render_markdown
+from asp_export.prune.report import render_markdown
 
 _UNIT = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}
 

@@ -37,7 +37,7 @@ from asp_export.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gasl", "ssl", "none", "l1-filter", "slimming", "magnitude")  # asp_export/methods.py
+METHODS = ("gasl", "ssl", "none", "l1-filter", "slimming", "magnitude")  # asp_export/prune/methods.py
 SOLVERS = ("proximal", "subgradient")
 WEIGHTINGS = ("sqrt", "none")
 

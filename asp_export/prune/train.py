@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from asp_export._io import atomic_path, write_json_atomic
-from asp_export.custom_loop import StrategyLoop, needs_custom_loop
 from asp_export.errors import RunDirError, TrainingError, UserInputError
+from asp_export.prune.custom_loop import StrategyLoop, needs_custom_loop
+from asp_export.prune.sparsity import SparsityConfig, attach, make_proximal_callback
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json
-from asp_export.sparsity import SparsityConfig, attach, make_proximal_callback
 from asp_export.versions import visible_gpu
 
 log = logging.getLogger(__name__)

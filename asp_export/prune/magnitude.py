@@ -3,7 +3,7 @@
 Why a separate process: TensorFlow Model Optimization 0.8 only wraps tf_keras
 (Keras 2) models, and TensorFlow picks tf_keras for ``tf.keras`` only when
 ``TF_USE_LEGACY_KERAS=1`` is set *before* it is imported. asp trains in Keras 3,
-so `run_magnitude` starts ``python -m asp_export.magnitude SPEC.json`` with that
+so `run_magnitude` starts ``python -m asp_export.prune.magnitude SPEC.json`` with that
 variable set. The worker builds the run's model in Keras 3 exactly as every other
 method does (same zoo builder, same seed, so the same initial weights), copies it
 layer by layer into a tf_keras twin (checked equal on a probe batch), trains the
@@ -55,7 +55,7 @@ def run_magnitude(
     import contextlib
     import tempfile
 
-    from asp_export.methods import validate
+    from asp_export.prune.methods import validate
     from asp_export.rundir import RunDir, read_json, replacing
 
     validate(options, lambda: None)
@@ -81,7 +81,9 @@ def run_magnitude(
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        completed = subprocess.run([sys.executable, "-m", "asp_export.magnitude", str(spec_path)], env=env)
+        completed = subprocess.run(
+            [sys.executable, "-m", "asp_export.prune.magnitude", str(spec_path)], env=env
+        )
         if completed.returncode != 0:
             if error_path.exists():
                 error = json.loads(error_path.read_text())
@@ -158,12 +160,12 @@ def _worker(spec: dict) -> None:
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-    from asp_export import pipeline, train
     from asp_export._io import write_json_atomic
-    from asp_export.methods import check_exclude
-    from asp_export.report import model_figures, structure_string, write_report
+    from asp_export.prune import pipeline, train
+    from asp_export.prune.methods import check_exclude
+    from asp_export.prune.report import model_figures, structure_string, write_report
+    from asp_export.prune.sparsity import elementwise_sparsity, grouped_kernels
     from asp_export.rundir import RunDir
-    from asp_export.sparsity import elementwise_sparsity, grouped_kernels
     from asp_export.surgery import plan as surgery_plan
     from asp_export.versions import package_versions
 
@@ -302,10 +304,10 @@ def _worker(spec: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """Worker entry point: ``python -m asp_export.magnitude SPEC.json``."""
+    """Worker entry point: ``python -m asp_export.prune.magnitude SPEC.json``."""
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         print(
-            "asp_export.magnitude must run with TF_USE_LEGACY_KERAS=1 (run_magnitude sets it).",
+            "asp_export.prune.magnitude must run with TF_USE_LEGACY_KERAS=1 (run_magnitude sets it).",
             file=sys.stderr,
         )
         return 2

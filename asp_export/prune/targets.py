@@ -10,7 +10,7 @@ Target semantics (both are fractions **removed**, so bigger means smaller models
   FLOPs (the pruned model keeps at most 20 %). FLOPs are `asp_export.surgery.flops.count`
   (2 x MACs) of the model `surgery.apply` really builds.
 * ``elementwise`` -- ``--target-elementwise 0.8``: the GASL paper's metric reaches 0.8
-  (`asp_export.sparsity.elementwise_sparsity`: mean over the regularised layers of
+  (`asp_export.prune.sparsity.elementwise_sparsity`: mean over the regularised layers of
   the share of kernel weights with |w| <= 1e-3, measured on the trained model with the
   cut channels zeroed; rounding does not change it).
 * ``sparsity`` -- ``--target-sparsity 0.8`` removes at least 80 % of the dense
@@ -255,7 +255,7 @@ class _Search:
         )
         small_cost = self.cost(surgery.apply(self.model, plan))
         if self.target.kind == "elementwise":
-            from asp_export.sparsity import elementwise_sparsity
+            from asp_export.prune.sparsity import elementwise_sparsity
 
             return elementwise_sparsity(self.model), plan, small_cost
         return self.target.reduction(self.dense_cost, small_cost), plan, small_cost
@@ -328,7 +328,7 @@ def reach(
         threshold, round_to, min_channels: the run's surgery options.
         cost: ``model -> {"flops", "params"}`` (default: `asp_export.surgery.flops.count`).
         divisors: ``{layer name: divisor}`` making scores per weight for ``global``
-            (`asp_export.methods.score_divisors`); default 1.
+            (`asp_export.prune.methods.score_divisors`); default 1.
 
     Returns:
         A `TargetResult` whose model has exactly the plan's dropped channels zeroed

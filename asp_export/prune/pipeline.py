@@ -19,9 +19,9 @@ from typing import Any
 from asp_export._io import atomic_path, remove_stale_temporaries, write_json_atomic
 from asp_export.errors import PruningFailed, RunDirError, UserInputError
 from asp_export.input_range import check_input_range
+from asp_export.prune.sparsity import SparsityConfig
+from asp_export.prune.train import TrainConfig
 from asp_export.rundir import SCHEMA_VERSION, RunDir, read_json, replacing, run_lock
-from asp_export.sparsity import SparsityConfig
-from asp_export.train import TrainConfig
 from asp_export.versions import asp_version, package_versions
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,13 @@ class PruneOptions:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
-    target_flops: float | None = None  # fraction of dense FLOPs to remove (asp_export/targets.py)
+    target_flops: float | None = None  # fraction of dense FLOPs to remove (asp_export/prune/targets.py)
     target_sparsity: float | None = None  # fraction of dense params to remove
     target_scope: str | None = None  # global | global-raw | layer | uniform; default per method
     target_elementwise: float | None = None  # the paper's element-wise sparsity of the cut model
 
     def __post_init__(self) -> None:
-        from asp_export.targets import validate_target
+        from asp_export.prune.targets import validate_target
 
         validate_target(self.target_flops, self.target_sparsity, self.target_scope, self.target_elementwise)
         if self.input_range is not None:
@@ -141,11 +141,11 @@ def _run_prune(
         RunDir.create(options.out, force=force, dry_run=True)  # refuse early, before any work
 
     if options.sparsity.method == "magnitude":  # TF-MOT needs tf_keras: its own process
-        from asp_export.magnitude import run_magnitude
+        from asp_export.prune.magnitude import run_magnitude
 
         return run_magnitude(options, force=force, resume=resume, run_dir=run.root if run else None)
 
-    from asp_export import methods, train
+    from asp_export.prune import methods, train
 
     # First TensorFlow call: multi-worker collectives must be configured at program startup.
     strategy = train.make_strategy(options.train.strategy)
@@ -170,7 +170,7 @@ def _run_prune(
 def _train_and_report(
     options: PruneOptions, run: RunDir, strategy, model_source: str, dataset, *, resume: bool
 ) -> dict[str, Any]:
-    from asp_export import train
+    from asp_export.prune import train
 
     checkpoint = train.resume_checkpoint(run, strategy, options.train.epochs) if resume else None
     with strategy.scope():
@@ -206,7 +206,7 @@ def _train_and_report(
         devices=train.describe_devices(strategy),
         training={"epochs": options.train.epochs, "seconds": round(training_seconds, 1)},
     )
-    from asp_export.report import write_report
+    from asp_export.prune.report import write_report
 
     write_report(run, report)
     train.write_state(run, complete=True)
@@ -220,7 +220,7 @@ def check_target_reachable(options: PruneOptions) -> None:
     Raises:
         UserInputError: one line naming the most that can be removed.
     """
-    from asp_export import methods
+    from asp_export.prune import methods
 
     has_target = any(
         v is not None for v in (options.target_flops, options.target_sparsity, options.target_elementwise)
@@ -238,15 +238,16 @@ def check_target_reachable(options: PruneOptions) -> None:
 def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, strategy) -> dict[str, Any]:
     import numpy as np
 
-    from asp_export import surgery, train
-    from asp_export.report import model_figures, structure_string
-    from asp_export.sparsity import elementwise_sparsity, grouped_kernels
+    from asp_export import surgery
+    from asp_export.prune import train
+    from asp_export.prune.report import model_figures, structure_string
+    from asp_export.prune.sparsity import elementwise_sparsity, grouped_kernels
 
     batch = options.train.batch_size
     from_logits = _emits_logits(dense)
     dense_accuracy = evaluate(dense, dataset, batch)
 
-    from asp_export.methods import choose_plan
+    from asp_export.prune.methods import choose_plan
 
     source, plan, target = choose_plan(
         dense, options
@@ -493,7 +494,7 @@ def _previous_seconds(run: RunDir, epochs_done: int) -> float:
 
 
 def _config_record(options: PruneOptions, model, model_source: str, dataset, strategy) -> dict[str, Any]:
-    from asp_export.train import describe_devices
+    from asp_export.prune.train import describe_devices
 
     return {
         "schema_version": SCHEMA_VERSION,

@@ -5,17 +5,17 @@ differ in how they train and in how they rank channels:
 
 | method | training | channel score | default scope |
 | --- | --- | --- | --- |
-| ``gasl`` | group lasso + guiding 1/variance term (asp_export.sparsity) | kernel group L2 norm | uniform |
+| ``gasl`` | group lasso + guiding 1/variance term (prune.sparsity) | kernel group L2 norm | uniform |
 | ``ssl`` | group lasso only (Wen et al. 2016) | kernel group L2 norm | uniform |
 | ``none`` | plain | kernel group L2 norm | uniform |
 | ``l1-filter`` | plain (Li et al. 2017) | kernel L1 norm | uniform |
 | ``slimming`` | L1 on BatchNormalization gammas (Liu et al. 2017) | abs(gamma) | global |
-| ``magnitude`` | TF-MOT prune_low_magnitude, own process (asp_export.magnitude) | -- | -- |
+| ``magnitude`` | TF-MOT prune_low_magnitude, own process (asp_export.prune.magnitude) | -- | -- |
 
 Without a target, gasl/ssl/none cut the groups whose norm is <= ``--threshold``
 (the original `asp prune` behaviour); l1-filter and slimming need a target
 (``--target-flops`` / ``--target-sparsity``) because their scores have no
-natural zero. With a target, `asp_export.targets.reach` picks the cut. The default
+natural zero. With a target, `asp_export.prune.targets.reach` picks the cut. The default
 scope of gasl/ssl/none was chosen by measurement on the validation split
 (benchmarks/compare_scopes.py, docs/results.md section 8): ``uniform`` kept the most
 accuracy on average; the raw global ranking (``global-raw``) left the model at chance.
@@ -144,8 +144,8 @@ def check_reachable(model, options) -> float:
     """
     import math
 
-    from asp_export.sparsity import grouped_kernels
-    from asp_export.targets import Target, limit
+    from asp_export.prune.sparsity import grouped_kernels
+    from asp_export.prune.targets import Target, limit
 
     target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
     config = options.sparsity
@@ -183,7 +183,7 @@ _MEANING_SHORT = {
 def check_exclude(model, names) -> None:
     """Refuse `--exclude` names that are not prunable layers of `model` (a typo would protect nothing)."""
     from asp_export.errors import unknown_name_error
-    from asp_export.sparsity import grouped_kernels
+    from asp_export.prune.sparsity import grouped_kernels
 
     valid = [k.name for k in grouped_kernels(model, include_classifier=True)]
     for name in names:
@@ -196,7 +196,7 @@ def check_exclude(model, names) -> None:
 
 def gamma_scores(model, config) -> dict[str, np.ndarray]:
     """{producer layer: abs(gamma) of the BatchNormalization reading it} (slimming's score)."""
-    from asp_export.sparsity import grouped_kernels
+    from asp_export.prune.sparsity import grouped_kernels
 
     scores = {}
     for grouped in grouped_kernels(
@@ -242,14 +242,14 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
     """The model to cut, its surgery plan, and the target record (None without a target).
 
     Without a target: ``(dense, surgery.plan(dense, threshold...), None)``. With one, a
-    copy of `dense` whose chosen channels are zeroed (`asp_export.targets.reach`); the
+    copy of `dense` whose chosen channels are zeroed (`asp_export.prune.targets.reach`); the
     caller masks and applies the plan to that copy, and keeps `dense` as trained.
     """
     import keras
 
     from asp_export import surgery
-    from asp_export.sparsity import grouped_kernels
-    from asp_export.targets import Target, reach
+    from asp_export.prune.sparsity import grouped_kernels
+    from asp_export.prune.targets import Target, reach
 
     target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
     opts = options.surgery

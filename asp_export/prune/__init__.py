@@ -1,0 +1,1 @@
+"""asp prune: GASL training, the other methods, targets, surgery, report."""
