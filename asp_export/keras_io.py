@@ -12,9 +12,10 @@ import os
 import zipfile
 from pathlib import Path
 
+from asp_export._io import atomic_path
 from asp_export.errors import ModelLoadError
 
-__all__ = ["load_keras_model", "to_functional"]
+__all__ = ["load_keras_model", "save_model", "to_functional"]
 
 
 def load_keras_model(path: str | os.PathLike):
@@ -97,3 +98,14 @@ def to_functional(model):
         x = twin(x)
         twin.set_weights(layer.get_weights())
     return keras.Model(inputs, x, name=model.name)
+
+
+def save_model(model, path: Path) -> None:
+    """Save weights and architecture only: Keras 3 writes a compiled model's
+    optimizer slots into .keras files (tripling an Adam-trained file)."""
+    import keras
+
+    inference_copy = keras.Model.from_config(model.get_config())
+    inference_copy.set_weights(model.get_weights())
+    with atomic_path(path) as tmp:
+        inference_copy.save(tmp)

@@ -172,7 +172,8 @@ def _run_sweep(out: Path, options: SweepOptions) -> dict[str, Any]:
 def _check_targets(options: SweepOptions) -> None:
     """Refuse the sweep (exit 2) before anything trains when a cell's target is out of any
     cut's reach: each method's largest target per scope decides."""
-    from asp_export.prune.pipeline import check_target_reachable, options_from_cli
+    from asp_export.prune.options import options_from_cli
+    from asp_export.prune.pipeline import check_target_reachable
 
     largest: dict[tuple[str, str | None], float] = {}
     for method, target, scope in grid(options)[1:]:
@@ -203,7 +204,8 @@ def _check_spec(out: Path, options: SweepOptions) -> None:
 def _run_cell(
     root: Path, options: SweepOptions, method: str, target: float | None, scope: str | None = None
 ) -> dict[str, Any]:
-    from asp_export.prune.pipeline import options_from_cli, run_prune
+    from asp_export.prune.options import options_from_cli
+    from asp_export.prune.pipeline import run_prune
 
     run = RunDir(root)
     if run.report_json.exists():

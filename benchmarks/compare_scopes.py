@@ -63,8 +63,10 @@ def main() -> None:
     import keras
 
     from asp_export import surgery
+    from asp_export.prune.inputs import load_data
     from asp_export.prune.methods import channel_scores, score_divisors
-    from asp_export.prune.pipeline import _load_data, options_from_cli, run_prune
+    from asp_export.prune.options import options_from_cli
+    from asp_export.prune.pipeline import run_prune
     from asp_export.prune.sparsity import grouped_kernels
     from asp_export.prune.targets import SCOPES, Target, reach
 
@@ -78,7 +80,7 @@ def main() -> None:
         if not (out / "report.json").exists():
             run_prune(options, force=True)
         dense = keras.saving.load_model(out / "dense.keras", safe_mode=True, compile=False)
-        dataset = _load_data(options, "zoo")
+        dataset = load_data(options, "zoo")
         results[(method, "dense")] = _val_accuracy(dense, dataset)
         for value in targets:
             for ranking in rankings:

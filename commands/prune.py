@@ -123,7 +123,8 @@ def command(**options):
     checkpoints/ (resume with --resume RUN_DIR) and logs/ (TensorBoard).
     Example: asp prune --model lenet5 --data mnist --data-dir ~/data/mnist --out runs/lenet5
     """
-    from asp_export.prune.pipeline import options_from_cli, run_prune
+    from asp_export.prune.options import options_from_cli
+    from asp_export.prune.pipeline import run_prune
 
     resume_dir = options.pop("resume_dir")
     force = options.pop("force")

@@ -160,23 +160,25 @@ def _worker(spec: dict) -> None:
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
+    from asp_export import keras_io
     from asp_export._io import write_json_atomic
-    from asp_export.prune import pipeline, train
+    from asp_export.prune import inputs, train
     from asp_export.prune.methods import check_exclude
+    from asp_export.prune.options import PruneOptions
     from asp_export.prune.report import model_figures, structure_string, write_report
     from asp_export.prune.sparsity import elementwise_sparsity, grouped_kernels
     from asp_export.rundir import RunDir
     from asp_export.surgery import plan as surgery_plan
     from asp_export.versions import package_versions
 
-    options = pipeline.PruneOptions.from_dict(spec["options"])
-    model_source = pipeline._model_source(options.model)
-    dataset = pipeline._load_data(options, model_source)
-    pipeline.warn_degenerate(options, dataset)
+    options = PruneOptions.from_dict(spec["options"])
+    model_source = inputs.model_source(options.model)
+    dataset = inputs.load_data(options, model_source)
+    inputs.warn_degenerate(options, dataset)
     train.set_determinism(options.train.seed)
     tf_keras.utils.set_random_seed(options.train.seed)
     strategy = train.make_strategy("none")
-    model = pipeline._build_model(options, model_source, dataset)
+    model = inputs.build_model(options, model_source, dataset)
     check_exclude(model, options.sparsity.exclude)
     twin = _twin(model)  # refuses branched models before a run directory exists
     probe = dataset.sample(min(16, dataset.n_test), split="test")
@@ -190,11 +192,11 @@ def _worker(spec: dict) -> None:
     run = RunDir.open(spec["run_dir"]) if spec["resume"] else RunDir.create(spec["run_dir"])
     if not spec["resume"]:
         write_json_atomic(
-            run.config_json, pipeline._config_record(options, model, model_source, dataset, strategy)
+            run.config_json, inputs.config_record(options, model, model_source, dataset, strategy)
         )
 
     config = options.train
-    from_logits = pipeline._emits_logits(model)
+    from_logits = train.emits_logits(model)
     steps = config.steps_per_epoch or -(-dataset.n_train // config.batch_size)
     output_layer = model.layers[-1].name
     excluded = options.sparsity.exclude
@@ -250,9 +252,9 @@ def _worker(spec: dict) -> None:
     for layer in _chain_layers(model):
         layer.set_weights(stripped.get_layer(layer.name).get_weights())
 
-    accuracy = pipeline.evaluate(model, dataset, config.batch_size)
-    pipeline._save_model(model, run.model_path("dense"))
-    pipeline._save_model(model, run.model_path("pruned"))
+    accuracy = train.evaluate(model, dataset, config.batch_size)
+    keras_io.save_model(model, run.model_path("dense"))
+    keras_io.save_model(model, run.model_path("pruned"))
     kernels = [k for k in grouped_kernels(model)]
     zero_fraction = float(
         sum(int(np.sum(np.asarray(k.variable) == 0)) for k in kernels)

@@ -450,3 +450,46 @@ def _interactive() -> bool:
     import sys
 
     return sys.stderr.isatty()
+
+
+def chance_accuracy(dataset) -> float:
+    """The accuracy of always answering the test split's most frequent class."""
+    import numpy as np
+
+    labels = np.asarray(dataset.labels("test")).reshape(-1)
+    return float(np.bincount(labels).max() / labels.size) if labels.size else 0.0
+
+
+def evaluate(model, dataset, batch_size: int) -> float:
+    """Top-1 accuracy on the test split (argmax: the same for logits and probabilities)."""
+    import keras
+    import numpy as np
+
+    correct = 0
+    total = 0
+    for x, y in dataset.test(batch_size):
+        logits = model(x, training=False)
+        correct += int(np.sum(np.argmax(keras.ops.convert_to_numpy(logits), axis=-1) == np.asarray(y)))
+        total += int(np.asarray(y).shape[0])
+    if total == 0:
+        raise UserInputError(f"The test split of {dataset.name} is empty; nothing to evaluate.")
+    return correct / total
+
+
+def emits_logits(model) -> bool:
+    """False when the model ends in a softmax (then the loss takes probabilities)."""
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", str(activation))
+    return not (type(last).__name__ == "Softmax" or name == "softmax")
+
+
+def load_checkpoint(path: Path):
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=True, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - any load failure means an unusable checkpoint
+        raise RunDirError(
+            f"Checkpoint {path} cannot be loaded ({err}); delete it to resume from the one before."
+        ) from None
