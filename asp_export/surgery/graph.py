@@ -32,8 +32,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asp_export.errors import UnsupportedLayerError, UserInputError
-from asp_export.surgery.flatten import Call, FlatModel, LayerRec, Ref, TRef, flatten_model, leaves
+from asp_export.errors import UserInputError
+from asp_export.surgery.flatten import (
+    Call,
+    FlatModel,
+    LayerRec,
+    TRef,
+    channel_width,
+    flatten_model,
+    leaves,
+    resolve_shapes,
+    topo_calls,
+)
 from asp_export.surgery.layers import Handler, activation_fn
 
 log = logging.getLogger(__name__)
@@ -98,13 +108,13 @@ class ChannelGraph:
     def __init__(self, flat: FlatModel, *, norms: dict | None = None, exclude=(), warn: bool = True) -> None:
         self.flat = flat
         self.unknown: dict[str, list[str]] = {}  # class name -> layer names the graph does not know
-        self.calls = _topo_calls(flat)
-        self.shapes = _resolve_shapes(flat, self.calls)
+        self.calls = topo_calls(flat)
+        self.shapes = resolve_shapes(flat, self.calls)
         self.base: dict[TRef, int] = {}
         n = 0
         for ref, shape in self.shapes.items():
             self.base[ref] = n
-            n += _width(shape)
+            n += channel_width(shape)
         self.n_elem = n
         self._edges_a: list[np.ndarray] = []
         self._edges_b: list[np.ndarray] = []
@@ -128,7 +138,7 @@ class ChannelGraph:
 
     # ---- element helpers
     def width(self, ref: TRef) -> int:
-        return _width(self.shapes[ref])
+        return channel_width(self.shapes[ref])
 
     def ids(self, ref: TRef) -> np.ndarray:
         return self.base[ref] + np.arange(self.width(ref))
@@ -419,96 +429,6 @@ class ChannelGraph:
         ]
         lines += [f"  [{g.id}] {g}" for g in self.groups]
         return "\n".join(lines)
-
-
-def _width(shape) -> int:
-    if shape is None or len(shape) < 2:
-        return 1
-    return int(shape[-1]) if shape[-1] is not None else 0
-
-
-def _topo_calls(flat: FlatModel) -> list[Call]:
-    calls = [c for rec in flat.layers.values() for c in rec.calls]
-    inputs_present = {tuple(r) for r in leaves(flat.inputs)}
-    key = {(c.layer, c.index): c for c in calls}
-    deps = {
-        k: {(r[0], r[1]) for r in c.inputs + c.kw_inputs if tuple(r) not in inputs_present}
-        for k, c in key.items()
-    }
-    for k, d in deps.items():
-        missing = [x for x in d if x not in key]
-        if missing:
-            raise UnsupportedLayerError(f"Layer call {k} reads from unknown layer call(s) {missing}.")
-    users = defaultdict(list)
-    for k, d in deps.items():
-        for x in d:
-            users[x].append(k)
-    ready = [k for k in key if not deps[k]]
-    order, remaining = [], {k: len(d) for k, d in deps.items()}
-    while ready:
-        k = ready.pop(0)
-        order.append(key[k])
-        for u in users[k]:
-            remaining[u] -= 1
-            if remaining[u] == 0:
-                ready.append(u)
-    if len(order) != len(calls):
-        raise UnsupportedLayerError("The model graph has a cycle; asp cannot order its layers.")
-    input_layers = [flat.layers[r[0]] for r in leaves(flat.inputs)]
-    for rec in input_layers:  # InputLayers have no calls; represent them as call 0
-        if not rec.calls:
-            rec.calls.append(Call(rec.name, 0, [], {}, [], []))
-    return [flat.layers[r[0]].calls[0] for r in leaves(flat.inputs)] + order
-
-
-def _resolve_shapes(flat: FlatModel, calls: list[Call]) -> dict[TRef, tuple]:
-    recorded = flat.recorded_shapes
-    used = defaultdict(int)
-    for c in calls:
-        for r in c.inputs + c.kw_inputs:
-            used[(r[0], r[1])] = max(used[(r[0], r[1])], r[2] + 1)
-    for r in leaves(flat.outputs):
-        used[(r[0], r[1])] = max(used[(r[0], r[1])], r[2] + 1)
-    shapes: dict[TRef, tuple] = {}
-    for c in calls:
-        rec = flat.layers[c.layer]
-        n_out = max(used[(c.layer, c.index)], 1)
-        refs = [(c.layer, c.index, t) for t in range(n_out)]
-        if rec.class_name == "InputLayer":
-            cfg = rec.config
-            shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
-            shapes[refs[0]] = tuple(shape)
-            continue
-        if all(r in recorded for r in refs):
-            for r in refs:
-                shapes[r] = tuple(recorded[r])
-            continue
-        try:
-            out_list = _symbolic_output_shapes(rec, c, shapes)
-        except Exception as err:  # noqa: BLE001 - any failure means: we cannot know the shape
-            raise UnsupportedLayerError(
-                f"Cannot infer the output shape of layer {rec.name!r} ({rec.class_name}): {err}"
-            ) from None
-        for r, s in zip(refs, out_list, strict=False):
-            shapes[r] = tuple(recorded.get(r, s))
-    return shapes
-
-
-def _symbolic_output_shapes(rec: LayerRec, call: Call, shapes: dict) -> list[tuple]:
-    """Output shapes of one call, from the layer/op's own shape inference on symbolic inputs."""
-    import keras
-
-    def symbolic(x):
-        if isinstance(x, Ref):
-            return keras.KerasTensor(shapes[x.ref], dtype=x.dtype)
-        if isinstance(x, dict):
-            return {k: symbolic(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [symbolic(v) for v in x]
-        return x
-
-    out = rec.obj.compute_output_spec(*symbolic(call.args), **symbolic(call.kwargs))
-    return [tuple(t.shape) for t in keras.tree.flatten(out)]
 
 
 def _propagate(g: ChannelGraph, *, masked: bool) -> dict[TRef, np.ndarray]:
