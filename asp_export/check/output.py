@@ -16,16 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from asp_export.check.check import (
-    FAIL,
-    INFO,
-    NEW,
-    PASS,
-    SKIPPED,
-    CheckReport,
-    Row,
-    format_pct,
-)
+from asp_export.check.compare import FAIL, INFO, NEW, PASS, SKIPPED, CheckReport, Row, format_pct
 from asp_export.check.metrics import BUDGETS, SOURCES
 
 log = logging.getLogger(__name__)
