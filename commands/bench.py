@@ -102,7 +102,7 @@ def command(
     asp bench dense.onnx pruned.onnx --format json
     """
     from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
-    from asp_export.bench.run import run_dir_of
+    from asp_export.bench.sources import run_dir_of
     from asp_export.rundir import run_lock
 
     try:

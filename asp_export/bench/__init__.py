@@ -11,8 +11,9 @@ runtime: `asp bench` on ONNX or TFLite files must run where TensorFlow is not in
 
 from __future__ import annotations
 
+from asp_export.bench.config import BenchConfig, BenchResult
 from asp_export.bench.report import write_outputs
-from asp_export.bench.run import BenchConfig, BenchResult, run_bench
+from asp_export.bench.run import run_bench
 from asp_export.bench.stats import TimingPolicy
 
 __all__ = ["BenchConfig", "BenchResult", "TimingPolicy", "run_bench", "write_outputs"]
