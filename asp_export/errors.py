@@ -39,6 +39,10 @@ class UnsupportedLayerError(AspError):
     """A layer type asp does not know how to rewrite, where guessing would be wrong."""
 
 
+class KerasInternalsChanged(AspError):
+    """A Keras internal asp relies on (asp_export/_keras_private.py) is gone: a Keras newer than tested."""
+
+
 class TrainingError(AspError):
     """Training diverged (NaN/Inf loss) or failed."""
 

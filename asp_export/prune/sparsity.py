@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from asp_export.errors import UserInputError
+from asp_export import _keras_private
+from asp_export.errors import KerasInternalsChanged, UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +167,7 @@ def grouped_kernels(
     The final classifier (the layer producing a model output) is skipped unless
     `include_classifier`: its groups are the classes, which must all survive.
     """
-    output_layers = set()
-    if not include_classifier:
-        for tensor in model.outputs:
-            history = getattr(tensor, "_keras_history", None)
-            if history is not None:
-                output_layers.add(history[0].name)
+    output_layers = set() if include_classifier else _keras_private.output_layer_names(model)
     batch_norms = _batch_norms_reading(model)
     found = []
     for layer in walk_layers(model):
@@ -372,6 +368,34 @@ def soft_threshold_groups(
     return kernel * ops.cast(kernel_scale, kernel.dtype), [v * ops.cast(scale, v.dtype) for v in companions]
 
 
+def proximal_scaling(optimizer) -> str:
+    """How the proximal step scales its threshold: ``"adam"`` (lr / sqrt(v) per group, from Adam's
+    second moments) or ``"lr"`` (the plain learning rate: SGD, RMSprop, ...). Logged once per fit.
+
+    Raises:
+        KerasInternalsChanged: a keras.optimizers.Adam whose moments asp cannot read (a Keras newer
+            than tested renamed them): falling back to ``"lr"`` would silently change the algorithm.
+    """
+    import keras
+
+    if _keras_private.has_adam_moments(optimizer):
+        scaling = "adam"
+    elif isinstance(optimizer, keras.optimizers.Adam):
+        raise KerasInternalsChanged(
+            f"{type(optimizer).__name__} exposes no second moments asp can read in Keras {keras.__version__} "
+            "(the proximal step needs them); update asp_export/_keras_private.py or install the keras "
+            "version pyproject.toml allows."
+        )
+    else:
+        scaling = "lr"
+    log.info(
+        "proximal step: threshold scaled by %s (%s)",
+        "lr / sqrt(v), Adam's second moments" if scaling == "adam" else "the learning rate",
+        type(optimizer).__name__,
+    )
+    return scaling
+
+
 def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig):
     """A Keras callback applying the group-lasso proximal step after every batch.
 
@@ -416,11 +440,10 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
 
     def _build_step(optimizer, last_iterations):
         inner = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        adam_like = all(hasattr(inner, name) for name in ("_velocities", "beta_1", "beta_2", "epsilon"))
+        adam_like = proximal_scaling(inner) == "adam"
 
         def second_moments(variable):
-            velocity = inner._velocities[inner._get_variable_index(variable)]
-            return tf.cast(velocity.value, tf.float32)
+            return tf.cast(_keras_private.adam_second_moments(inner, variable).value, tf.float32)
 
         @tf.function
         def step():

@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from asp_export._keras_private import functional_calls
 from asp_export.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -228,42 +229,6 @@ def _rules() -> list[tuple[tuple[type, ...], Callable]]:
 # --------------------------------------------------------------------------- graph walk
 
 
-def _graph(model):
-    """The functional graph behind `model` (a built Sequential delegates to one)."""
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise UserInputError(
-                f"Sequential model {model.name!r} is not built; give its first layer an input shape "
-                "or call `model.build(input_shape)` before counting FLOPs."
-            )
-        return functional
-    if not hasattr(model, "_nodes") or not hasattr(model, "operations"):
-        raise UserInputError(
-            f"FLOPs can only be counted on functional or Sequential Keras models; got {type(model).__name__} "
-            f"{getattr(model, 'name', '')!r}. Rebuild it with keras.Model(inputs, outputs)."
-        )
-    return model
-
-
-def _calls(model):
-    """Yield (operation, node) for every call in the model's graph, in topological order.
-
-    Keras 3 keeps the call sites only in private attributes (`_inbound_nodes`, and the
-    model's `_nodes` keys to tell this model's calls from calls in other models that
-    share the layer); the public config has the topology but not the shapes.
-    """
-    from keras.src.ops.function import make_node_key
-
-    graph = _graph(model)
-    for op in graph.operations:
-        for index, node in enumerate(op._inbound_nodes):
-            if make_node_key(op, index) in graph._nodes:
-                yield op, node
-
-
 def _per_sample(shape, where: str) -> tuple[int, ...]:
     dims = tuple(shape)[1:]
     if any(d is None for d in dims):
@@ -304,7 +269,7 @@ class _Counter:
     def walk(self, model, prefix: str = "") -> None:
         import keras
 
-        for op, node in _calls(model):
+        for op, node in functional_calls(model):
             name = f"{prefix}{op.name}"
             if isinstance(op, keras.Model):
                 self.walk(op, prefix=f"{name}/")

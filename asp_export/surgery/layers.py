@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asp_export._keras_private import LAYER_MODULES, OP_MODULES, PUBLIC_LAYER_MODULES
+
 log = logging.getLogger(__name__)
 
 __all__ = ["HANDLERS", "OP_HANDLERS", "Handler", "activation_fn", "get_handler"]
@@ -447,7 +449,7 @@ def _op_activation(name: str) -> Handler:
 
 
 # Keras 3 ops applied to symbolic tensors in a functional model (`a + b`, `keras.ops.relu(x)`)
-# are stored as operations of module keras.src.ops.*; some share a class name with a layer
+# are stored as operations of the modules `_keras_private.OP_MODULES`; some share a class name with a layer
 # ("Add", "Reshape") but not its config, so they have a table of their own.
 OP_HANDLERS: dict[str, Handler] = {
     **{name: Handler("elementwise") for name in ("Add", "Subtract", "Multiply", "Maximum", "Minimum")},
@@ -466,11 +468,11 @@ def get_handler(class_name: str, module: str | None = None) -> Handler | None:
 
     Args:
         class_name: the config's ``class_name``.
-        module: the config's ``module``: ``keras.layers`` (or None) for layers, ``keras.src.ops.*``
+        module: the config's ``module``: ``keras.layers`` (or None) for layers, ``OP_MODULES``
             for ops; any other module is a user's class, which is never guessed at.
     """
-    if module is None or module in ("keras", "keras.layers") or module.startswith("keras.src.layers"):
+    if module is None or module in PUBLIC_LAYER_MODULES or module.startswith(LAYER_MODULES):
         return HANDLERS.get(class_name)
-    if module.startswith(("keras.src.ops", "keras.ops")):
+    if module.startswith(OP_MODULES):
         return OP_HANDLERS.get(class_name)
     return None
