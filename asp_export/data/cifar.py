@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from asp_export.data._dataset import ArrayStore, SourceData
-from asp_export.errors import DataError
+from asp_export.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -278,11 +278,6 @@ def load_cifar_source(name: str, data_dir: str | None) -> SourceData:
     )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-
-
 def _download(name: str) -> Path:
     """Fetch the official binary archive through keras.utils.get_file (cached in ~/.keras/datasets).
 
@@ -296,6 +291,6 @@ def _download(name: str) -> Path:
         return Path(keras.utils.get_file(lay["archive"], origin=lay["url"], file_hash=lay["md5"]))
     except Exception as err:  # noqa: BLE001 -- urllib, ssl, http and keras wrap failures differently
         raise DataError(
-            f"Could not download {lay['url']} ({_first_line(err)}); "
+            f"Could not download {lay['url']} ({one_line(err)}); "
             f"without network pass --data-dir with {_expected(name)[len('expected ') :]}."
         ) from None

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from asp_export.data._dataset import ArrayStore, SourceData, check_arrays
-from asp_export.errors import DataError
+from asp_export.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -234,11 +234,6 @@ def verify_files(name: str, files: dict[str, Path]) -> None:
         )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
-
-
 def _keras_download(name: str):
     """keras.datasets download (cached in ~/.keras/datasets); a network failure becomes a DataError.
 
@@ -252,7 +247,7 @@ def _keras_download(name: str):
         (x_train, y_train), (x_test, y_test) = loader.load_data()
     except Exception as err:  # noqa: BLE001 -- urllib, ssl, http and keras wrap failures differently
         raise DataError(
-            f"Could not download {name} ({_first_line(err)}); "
+            f"Could not download {name} ({one_line(err)}); "
             f"without network pass --data-dir DIR holding the official IDX files {_EXPECTED_LAYOUT}."
         ) from None
     x_train, x_test = np.asarray(x_train, np.uint8)[..., None], np.asarray(x_test, np.uint8)[..., None]
