@@ -14,15 +14,13 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from click.testing import CliRunner
 
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-
-from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs  # noqa: E402
-from asp_export.bench.onnx_flops import onnx_flops  # noqa: E402
-from asp_export.cli import cli  # noqa: E402
+from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs
+from asp_export.bench.onnx_flops import onnx_flops
+from asp_export.cli import cli
 
 FAST = TimingPolicy(warmup=1, min_iterations=3, min_time_s=0.0, block=1)
 ROW_KEYS = {

@@ -9,11 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 
-pytest.importorskip("ai_edge_litert")
-tf = pytest.importorskip("tensorflow")
-
-from asp_export.bench import BenchConfig, TimingPolicy, run_bench  # noqa: E402
+from asp_export.bench import BenchConfig, TimingPolicy, run_bench
 
 FAST = TimingPolicy(warmup=1, min_iterations=3, min_time_s=0.0, block=1)
 

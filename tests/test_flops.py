@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import pytest
+from keras import layers
 
-keras = pytest.importorskip("keras")
-from keras import layers  # noqa: E402
-
-from asp_export.errors import UserInputError  # noqa: E402
-from asp_export.surgery.flops import count, format_count  # noqa: E402
+from asp_export.errors import UserInputError
+from asp_export.surgery.flops import count, format_count
 
 
 def _single(layer, input_shape):

@@ -12,21 +12,18 @@ import json
 import logging
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from test_bench import FAST, make_onnx
 
-ort = pytest.importorskip("onnxruntime")
-pytest.importorskip("onnx")
-
-from test_bench import FAST, make_onnx  # noqa: E402
-
-from asp_export.bench import BenchConfig, run_bench  # noqa: E402
-from asp_export.bench import providers as providers_module  # noqa: E402
-from asp_export.bench.profile import summarize_profile  # noqa: E402
-from asp_export.bench.providers import check_strict_provider  # noqa: E402
-from asp_export.bench.runtimes import load_onnxruntime  # noqa: E402
-from asp_export.cli import cli  # noqa: E402
-from asp_export.errors import ProviderError  # noqa: E402
+from asp_export.bench import BenchConfig, run_bench
+from asp_export.bench import providers as providers_module
+from asp_export.bench.profile import summarize_profile
+from asp_export.bench.providers import check_strict_provider
+from asp_export.bench.runtimes import load_onnxruntime
+from asp_export.cli import cli
+from asp_export.errors import ProviderError
 
 GPU_BUILD = "CUDAExecutionProvider" in ort.get_available_providers()
 needs_gpu_build = pytest.mark.skipif(not GPU_BUILD, reason="plain onnxruntime has no GPU providers to fail")

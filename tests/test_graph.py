@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 
+import keras
 import numpy as np
 import pytest
+from keras import layers as L
 
-keras = pytest.importorskip("keras")
-from keras import layers as L  # noqa: E402
-
-from asp_export import surgery  # noqa: E402
-from asp_export.surgery.flops import count  # noqa: E402
-from asp_export.surgery.graph import build_graph  # noqa: E402
+from asp_export import surgery
+from asp_export.surgery.flops import count
+from asp_export.surgery.graph import build_graph
 
 
 def _x(model, n=3, seed=0):

@@ -4,6 +4,7 @@ its imports keep the contracts of [tool.importlinter] (layers, no cycles, bench/
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,3 +49,28 @@ def test_import_contracts_hold(tmp_path):
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "4 kept, 0 broken" in result.stdout, result.stdout[-4000:]
+
+
+def _required_imports() -> set[str]:
+    """Import names of the packages pyproject lists as required (numpy, onnx, ai_edge_litert, ...)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", spec).group(0).lower() for spec in project["dependencies"]}
+    aliases = {"onnxruntime-gpu": "onnxruntime", "scikit-learn": "sklearn", "tensorflow-model-optimization":
+               "tensorflow_model_optimization"}  # fmt: skip
+    return {aliases.get(name, name.replace("-", "_")) for name in names}
+
+
+def test_tests_import_required_dependencies_plainly():
+    """A skip on a required dependency would turn a broken install into a green run: only optional
+    packages may be skipped (with a reason)."""
+    required = _required_imports()
+    assert {"tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx", "ai_edge_litert", "numpy"} <= required
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            for name in re.findall(r"importorskip\(\s*[\"']([\w.]+)", line):
+                if name.split(".")[0] in required:
+                    found.append(f"{path.name}:{number}: {name}")
+    assert not found, "importorskip on required dependencies:\n" + "\n".join(found)

@@ -5,17 +5,15 @@ from __future__ import annotations
 import functools
 import json
 
+import keras
 import numpy as np
 import pytest
+from asp_export.models import create_model, get_model_entry, list_models, register_model
 from click.testing import CliRunner
 
-keras = pytest.importorskip("keras")
-
-from asp_export.models import create_model, get_model_entry, list_models, register_model  # noqa: E402
-
-from asp_export.cli import cli  # noqa: E402
-from asp_export.errors import UserInputError  # noqa: E402
-from asp_export.surgery.flops import count  # noqa: E402
+from asp_export.cli import cli
+from asp_export.errors import UserInputError
+from asp_export.surgery.flops import count
 
 PAPER_MODELS = [
     "gasl-mnist",

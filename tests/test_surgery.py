@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from keras import layers as L
 
-keras = pytest.importorskip("keras")
-from click.testing import CliRunner  # noqa: E402
-from keras import layers as L  # noqa: E402
-
-from asp_export import surgery  # noqa: E402
-from asp_export.cli import cli  # noqa: E402
-from asp_export.errors import ModelLoadError, UserInputError  # noqa: E402
-from asp_export.keras_io import load_keras_model  # noqa: E402
+from asp_export import surgery
+from asp_export.cli import cli
+from asp_export.errors import ModelLoadError, UserInputError
+from asp_export.keras_io import load_keras_model
 
 
 def _model(width=16):

@@ -7,13 +7,12 @@ FLOPs must drop. Inputs are the smallest each architecture accepts, to keep this
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from asp_export import surgery  # noqa: E402
-from asp_export.surgery.flops import count  # noqa: E402
+from asp_export import surgery
+from asp_export.surgery.flops import count
 
 # name -> (input side, also save -> load in safe mode); saving the 90 MB ones costs seconds
 APPLICATIONS = {
