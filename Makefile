@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 	$(BIN)/asp bench $(DEMO_RUN) --runtime onnxruntime --runtime tflite --batch 1,32
 
 # pytest exits 5 when it collects nothing: that is a failure here, not a pass.
-# ASP_SLOW_TESTS=1 includes the CIFAR-sized zoo exports and the mirrored end-to-end run.
+# ASP_SLOW_TESTS=1 runs the tests marked `slow` too (tests/conftest.py skips them otherwise).
 test: $(VENV)/.installed-test
 	ASP_SLOW_TESTS=1 $(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc

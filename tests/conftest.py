@@ -15,6 +15,19 @@ import pytest  # noqa: E402
 
 SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
+#: The one switch for tests marked `slow` (6-60 s each): they run with ASP_SLOW_TESTS=1 (`make test`,
+#: CI) or when selected with `-m slow`, and are skipped, with this reason, otherwise.
+SLOW_REASON = "slow test (6-60 s): set ASP_SLOW_TESTS=1 or select with -m slow"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("ASP_SLOW_TESTS") == "1" or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason=SLOW_REASON)
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

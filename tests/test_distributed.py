@@ -101,7 +101,7 @@ def _weights(run: Path, name: str = "dense") -> list[np.ndarray]:
     return keras.saving.load_model(run / f"{name}.keras", safe_mode=True).get_weights()
 
 
-@pytest.mark.skipif(os.environ.get("ASP_SLOW_TESTS") != "1", reason="60 s; set ASP_SLOW_TESTS=1")
+@pytest.mark.slow  # about 60 s
 def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_path):
     """Two worker processes on localhost (TF_CONFIG) train one model: each global batch
     is split between them and the gradients are all-reduced, so both end with the

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ ZOO_SMALL = {  # name -> small input shape so every model converts in about a se
     "gasl-mnist": (8, 8, 1),
     "lenet-300-100": (16, 16, 1),
 }
-# The CIFAR-sized zoo takes 1-20 s per conversion here; run with ASP_SLOW_TESTS=1.
+# The CIFAR-sized zoo takes 1-20 s per conversion here: marked slow (tests/conftest.py).
 ZOO_LARGE = {"resnet20": (16, 16, 3), "resnet56": (16, 16, 3), "vgg16-cifar": None, "mobilenetv2-cifar": None}
 N = 24  # parity samples: not a multiple of typical batches, so chunking is exercised
 
@@ -91,7 +90,6 @@ def test_zoo_covers_every_registered_model():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("ASP_SLOW_TESTS"), reason="CIFAR-sized zoo: set ASP_SLOW_TESTS=1")
 @pytest.mark.parametrize("name", list(ZOO_LARGE))
 @pytest.mark.parametrize("fmt_key", ["onnx", "tflite"])
 def test_large_zoo_models_export_with_parity(name, fmt_key, tmp_path):
