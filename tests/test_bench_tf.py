@@ -51,11 +51,51 @@ def test_tflite_runs_at_a_batch_other_than_the_exported_one(files):
         ("dense", 4, "ok"),
         ("pruned", 4, "ok"),
     ]
-    assert {r["provider"] for r in data["rows"]} == {"XNNPACK"}
+    assert {r["provider"] for r in data["rows"]} == {_delegate_in_litert(files["dense.tflite"])}
     assert [p["batch"] for p in data["pairs"]] == [1, 4]
     assert (
         data["pairs"][0]["flops_ratio"] is None
     )  # no report.json and no graph to read: unknown, not guessed
+
+
+def _delegate_in_litert(path: Path) -> str:
+    """The oracle: LiteRT's graph after allocation (XNNPACK replaces the ops it takes by DELEGATE nodes)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    ops = [d["op_name"] for d in interpreter._get_ops_details()]
+    assert "CONV_2D" in ops  # the model's own ops are listed too
+    return "XNNPACK" if "DELEGATE" in ops else "builtin"
+
+
+def test_tflite_provider_is_the_delegate_really_applied(files, monkeypatch):
+    """Without LiteRT's default delegate no XNNPACK is claimed: the builtin kernels ran."""
+    import functools
+
+    import ai_edge_litert.interpreter as litert
+
+    assert _delegate_in_litert(files["dense.tflite"]) == "XNNPACK"  # this machine's LiteRT delegates
+    no_delegate = functools.partial(
+        litert.Interpreter,
+        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    monkeypatch.setattr(litert, "Interpreter", no_delegate)
+    config = BenchConfig(
+        inputs=(str(files["dense.tflite"]), str(files["pruned.tflite"])),
+        runtimes=("tflite",),
+        batches=(1,),
+        threads=1,
+        policy=FAST,
+    )
+    rows = run_bench(config).data["rows"]
+    assert [(r["status"], r["provider"]) for r in rows] == [("ok", "builtin"), ("ok", "builtin")]
+
+
+def test_tflite_provider_is_unknown_when_litert_hides_its_graph():
+    from asp_export.bench.runtimes import tflite_delegate
+
+    assert tflite_delegate(object()) == "unknown"
 
 
 def test_tensorflow_times_a_compiled_function_of_the_keras_file(files):

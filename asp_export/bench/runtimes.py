@@ -201,7 +201,7 @@ def load_onnxruntime(
 def load_tflite(
     path: str | Path, *, batch: int, threads: int | None, provider: str = "auto", **_onnxruntime_only: Any
 ) -> Loaded:
-    """Open a .tflite file with `ai_edge_litert` (XNNPACK is its default CPU delegate) at `batch`."""
+    """Open a .tflite file with `ai_edge_litert` at `batch`; the provider is the delegate really applied."""
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
@@ -228,7 +228,22 @@ def load_tflite(
         interpreter.invoke()
         return None
 
-    return Loaded(run=run, provider="XNNPACK", threads=threads)
+    return Loaded(run=run, provider=tflite_delegate(interpreter), threads=threads)
+
+
+def tflite_delegate(interpreter: Any) -> str:
+    """What runs the ops of an allocated LiteRT interpreter, as read from its graph, not assumed.
+
+    LiteRT applies its default delegate in `allocate_tensors`, and only to the ops it supports: the ops it
+    took are replaced by DELEGATE nodes. Its Python build has one default CPU delegate, XNNPACK. No
+    DELEGATE node means no delegate took any op: LiteRT's builtin kernels run the whole graph. If the
+    (private) node listing is gone in a LiteRT release, the answer is "unknown", not a guess.
+    """
+    try:
+        ops = [detail["op_name"] for detail in interpreter._get_ops_details()]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return "unknown"
+    return "XNNPACK" if "DELEGATE" in ops else "builtin"
 
 
 # ---------------------------------------------------------------------------------------------------
