@@ -209,6 +209,11 @@ def _batch_norms_reading(model) -> dict[str, list]:
     return readers
 
 
+def group_weight(grouped: GroupedKernel, weighting: str) -> float:
+    """w_l of a layer's group-lasso term: sqrt(group size) for ``sqrt``, else 1. Both solvers use it."""
+    return float(np.sqrt(grouped.group_size)) if weighting == "sqrt" else 1.0
+
+
 def group_norms(kernel: np.ndarray, reduce_axes: Sequence[int]) -> np.ndarray:
     """L2 norm of every group (one per output channel) of a kernel."""
     return np.sqrt(np.sum(np.square(kernel.astype(np.float64)), axis=tuple(reduce_axes)))
@@ -259,19 +264,26 @@ class GASLRegularizer:
 
 
 def penalty_value(model, config: SparsityConfig) -> dict[str, float]:
-    """The two terms (unweighted and weighted) on a model's current weights, for reports."""
+    """The two terms (unweighted and weighted) on a model's current weights, for reports.
+
+    ``weighted`` is the whole objective's penalty: lambda_group * sum_l w_l * sum_g ||W_g||
+    (w_l from `group_weight`) + lambda_var * sum_l 1 / (Var_l + eps).
+    """
     group_total = 0.0
+    group_weighted = 0.0
     guide_total = 0.0
     for grouped in grouped_kernels(
         model, include_classifier=config.include_classifier, exclude=config.exclude
     ):
         squared = np.square(grouped.norms())
         group_total += float(np.sum(np.sqrt(squared)))
+        group_weighted += group_weight(grouped, config.group_weighting) * float(np.sum(np.sqrt(squared)))
         guide_total += float(1.0 / (np.var(squared) + config.eps))
     return {
         "group_lasso": group_total,
         "inverse_variance": guide_total,
-        "weighted": config.effective_lambda_group * group_total + config.effective_lambda_var * guide_total,
+        "weighted": config.effective_lambda_group * group_weighted
+        + config.effective_lambda_var * guide_total,
     }
 
 
@@ -321,8 +333,9 @@ def attach(model, config: SparsityConfig) -> Iterator[list[GroupedKernel]]:
     """Attach the GASL penalty to the model's kernels for the duration of training.
 
     With the proximal solver only the guiding term goes into the loss; the group
-    lasso is applied by `ProximalGroupLasso`. On exit the kernels are restored,
-    so the model saves as plain Keras.
+    lasso is applied by `ProximalGroupLasso`. With the subgradient solver the loss
+    carries both, the group lasso weighted by `group_weight` as the proximal step is.
+    On exit the kernels are restored, so the model saves as plain Keras.
     """
     kernels = grouped_kernels(model, include_classifier=config.include_classifier, exclude=config.exclude)
     lambda_group = config.effective_lambda_group if config.solver == "subgradient" else 0.0
@@ -332,7 +345,10 @@ def attach(model, config: SparsityConfig) -> Iterator[list[GroupedKernel]]:
         if lambda_group or lambda_var:
             for grouped in kernels:
                 grouped.variable.regularizer = GASLRegularizer(
-                    grouped.reduce_axes, lambda_group, lambda_var, config.eps
+                    grouped.reduce_axes,
+                    lambda_group * group_weight(grouped, config.group_weighting),
+                    lambda_var,
+                    config.eps,
                 )
         with attach_extra(model, config):
             yield kernels
@@ -418,9 +434,7 @@ def make_proximal_callback(kernels: list[GroupedKernel], config: SparsityConfig)
     import tensorflow as tf
 
     strength = config.effective_lambda_group
-    weights = [
-        float(np.sqrt(grouped.group_size)) if config.group_weighting == "sqrt" else 1.0 for grouped in kernels
-    ]
+    weights = [group_weight(grouped, config.group_weighting) for grouped in kernels]
 
     class ProximalGroupLasso(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
