@@ -42,12 +42,12 @@ from typing import Any
 
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.errors import AspError, UserInputError
+from asp_export.prune.targets import KINDS, TARGET_KINDS
 from asp_export.rundir import SCHEMA_VERSION, RunDir, run_lock
 
 log = logging.getLogger(__name__)
 
-KINDS = ("sparsity", "flops", "elementwise")
-TARGET_OPTION = {"sparsity": "target_sparsity", "flops": "target_flops", "elementwise": "target_elementwise"}
+TARGET_OPTION = {name: kind.field for name, kind in TARGET_KINDS.items()}  # kind -> flat prune option
 BENCH_BATCH = 32
 
 
@@ -434,14 +434,6 @@ CSV_COLUMNS = (
 )
 
 
-_KIND_TEXT = {
-    "flops": "Targets are fractions of the dense FLOPs to remove",
-    "sparsity": "Targets are fractions of the dense params to remove",
-    "elementwise": "Targets are element-wise sparsities "
-    "(mean over pruned layers of the share of |w| <= 1e-3)",
-}
-
-
 def _label(row: dict) -> str:
     """A row's method, with its target scope when the sweep compares scopes."""
     return f"{row['method']} ({row['scope']})" if row.get("scope") else row["method"]
@@ -479,7 +471,7 @@ def render_markdown(comparison: dict) -> str:
         f"Reference (plain training, no pruning, same epochs incl. fine-tuning): accuracy "
         f"{100 * ref['accuracy']:.2f} %, "
         f"{ref['params']:,} params, {ref['flops']:,} FLOPs. "
-        f"{_KIND_TEXT[comparison['kind']]}; drops are in points vs the reference.",
+        f"{TARGET_KINDS[comparison['kind']].sweep_text}; drops are in points vs the reference.",
         "",
         "| method | target | reached | accuracy | drop (pt) | params | FLOPs removed | structure "
         "| ORT CPU speedup b32 |",

@@ -99,10 +99,10 @@ def _independent_check(run_dir: Path, out: Path, data: str) -> list[str]:
     import numpy as np
     import onnxruntime as ort
 
-    from asp_export.rundir import RunDir, read_json
+    from asp_export.rundir import MODEL_KINDS, RunDir, read_json
 
     lines = []
-    for kind in ("dense", "pruned"):
+    for kind in MODEL_KINDS:
         onnx_path, keras_path = out / f"{kind}.onnx", RunDir(run_dir).model_path(kind)
         if not (onnx_path.is_file() and keras_path.is_file()):
             continue

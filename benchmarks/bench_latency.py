@@ -32,6 +32,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from asp_export.bench import BenchConfig, TimingPolicy, run_bench, write_outputs  # noqa: E402
+from asp_export.rundir import MODEL_KINDS  # noqa: E402
 
 GOAL_EFFICIENCY = 0.8
 STAGE_WIDTHS = (16, 32, 64)
@@ -163,7 +164,7 @@ def build_resnet56_run(work: Path, keep: tuple[int, ...], round_to: int) -> Path
     options = ExportOptions(
         formats=("onnx", "tflite"), precisions=("fp32",), batch="dynamic", out=work / "export", force=True
     )
-    for name in ("dense", "pruned"):
+    for name in MODEL_KINDS:
         export_model(work / f"{name}.keras", options)
     return work
 

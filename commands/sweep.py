@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 from asp_export.commands.prune import command as _prune_command
 
+from asp_export.prune.targets import KINDS, SCOPES
+
 # `asp prune` options a sweep passes through to every run (the sweep sets the rest itself).
 _OWN = {
     "model",
@@ -53,7 +55,7 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
 @click.option(
     "--target-kind",
     "kind",
-    type=click.Choice(("sparsity", "flops", "elementwise")),
+    type=click.Choice(KINDS),
     default="sparsity",
     show_default=True,
     help="sparsity: share of the dense params removed; flops: of the FLOPs; "
@@ -63,7 +65,7 @@ def _names(ctx, param, value: str) -> tuple[str, ...]:
     "--scopes",
     default="",
     callback=_names,
-    help="Also compare target scopes (global,global-raw,layer,uniform): one run per (method, target, scope); "
+    help=f"Also compare target scopes ({','.join(SCOPES)}): one run per (method, target, scope); "
     "each method still trains once.",
 )
 @click.option("--out", default="runs/sweep", show_default=True, type=click.Path(), help="Sweep directory.")

@@ -11,11 +11,12 @@ from asp_export.bench.providers import PROVIDER_CHOICES
 from asp_export.bench.runtimes import RUNTIMES
 from asp_export.bench.stats import TimingPolicy
 from asp_export.errors import UserInputError, unknown_name_error
+from asp_export.rundir import MODEL_KINDS
 
 SCHEMA_VERSION = 1
 
 
-ROLES = ("dense", "pruned")
+ROLES = MODEL_KINDS  # a pair's roles are the run directory's model kinds (asp_export.rundir)
 
 
 STATUSES = ("ok", "load_failed", "run_failed", "unavailable")

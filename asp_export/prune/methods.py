@@ -131,9 +131,6 @@ def validate(options, build_model) -> None:
         check_reachable(model(), options)
 
 
-_OPTION = {"flops": "--target-flops", "sparsity": "--target-sparsity", "elementwise": "--target-elementwise"}
-
-
 def check_reachable(model, options) -> float:
     """Refuse a target that no cut of `model` can reach (the architecture decides; call it
     on the untrained model, before training). Returns the most that can be removed.
@@ -145,7 +142,7 @@ def check_reachable(model, options) -> float:
     import math
 
     from asp_export.prune.sparsity import grouped_kernels
-    from asp_export.prune.targets import Target, limit
+    from asp_export.prune.targets import TARGET_KINDS, Target, limit
 
     target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
     config = options.sparsity
@@ -164,20 +161,13 @@ def check_reachable(model, options) -> float:
         divisors=score_divisors(config, kernels),
     )
     if target.value > most:
-        keep = options.surgery.min_channels
+        keep, kind = options.surgery.min_channels, TARGET_KINDS[target.kind]
         raise UserInputError(
-            f"{_OPTION[target.kind]} {target.value:g} cannot be reached on {model.name}: cutting every "
+            f"{kind.option} {target.value:g} cannot be reached on {model.name}: cutting every "
             f"prunable channel but {keep} per layer removes at most {most:.4f} "
-            f"({_MEANING_SHORT[target.kind]}); ask for {math.floor(most * 1000) / 1000:g} or less."
+            f"({kind.short}); ask for {math.floor(most * 1000) / 1000:g} or less."
         )
     return most
-
-
-_MEANING_SHORT = {
-    "flops": "of its FLOPs",
-    "sparsity": "of its params",
-    "elementwise": "element-wise sparsity",
-}
 
 
 def check_exclude(model, names) -> None:
@@ -249,7 +239,7 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
 
     from asp_export import surgery
     from asp_export.prune.sparsity import grouped_kernels
-    from asp_export.prune.targets import Target, reach
+    from asp_export.prune.targets import TARGET_KINDS, Target, reach
 
     target = Target.from_options(options.target_flops, options.target_sparsity, options.target_elementwise)
     opts = options.surgery
@@ -276,9 +266,10 @@ def choose_plan(dense, options) -> tuple[Any, Any, dict | None]:
         divisors=score_divisors(config, kernels),
     )
     if not result.record["reached"]:  # refused before training unless training was shared or resumed
+        kind = TARGET_KINDS[target.kind]
         raise UserInputError(
-            f"{_OPTION[target.kind]} {target.value:g} cannot be reached on {dense.name}: the largest cut "
-            f"removes {result.record['achieved_unrounded']:.4f} ({_MEANING_SHORT[target.kind]}); "
+            f"{kind.option} {target.value:g} cannot be reached on {dense.name}: the largest cut "
+            f"removes {result.record['achieved_unrounded']:.4f} ({kind.short}); "
             "ask for less."
         )
     log.info(

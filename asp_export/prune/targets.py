@@ -61,7 +61,50 @@ from asp_export.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flops", "sparsity", "elementwise")
+
+@dataclass(frozen=True)
+class TargetKind:
+    """One kind of compression target: its `asp prune` option and how each output words it."""
+
+    name: str
+    meaning: str  # report.json's target.meaning
+    short: str  # "cannot be reached ... (removes at most X SHORT)"
+    sweep_text: str  # the sweep comparison's caption
+
+    @property
+    def option(self) -> str:
+        """The `asp prune` option, e.g. ``--target-flops``."""
+        return f"--target-{self.name}"
+
+    @property
+    def field(self) -> str:
+        """The `PruneOptions` field (and flat prune option), e.g. ``target_flops``."""
+        return f"target_{self.name}"
+
+
+# The one registry of target kinds (in `asp sweep --target-kind`'s order: its default first).
+TARGET_KINDS: dict[str, TargetKind] = {
+    "sparsity": TargetKind(
+        "sparsity",
+        meaning="fraction of the dense model's params removed",
+        short="of its params",
+        sweep_text="Targets are fractions of the dense params to remove",
+    ),
+    "flops": TargetKind(
+        "flops",
+        meaning="fraction of the dense model's FLOPs removed",
+        short="of its FLOPs",
+        sweep_text="Targets are fractions of the dense FLOPs to remove",
+    ),
+    "elementwise": TargetKind(
+        "elementwise",
+        meaning="mean over regularised layers of the share of kernel weights with |w| <= 1e-3",
+        short="element-wise sparsity",
+        sweep_text="Targets are element-wise sparsities "
+        "(mean over pruned layers of the share of |w| <= 1e-3)",
+    ),
+}
+KINDS = tuple(TARGET_KINDS)
 SCOPES = ("global", "global-raw", "layer", "uniform")
 
 
@@ -389,7 +432,7 @@ def reach(
         "achieved": round(value, 6),
         "achieved_unrounded": round(exact_value, 6),
         "reached": bool(value >= target.value),
-        "meaning": _MEANING[target.kind],
+        "meaning": TARGET_KINDS[target.kind].meaning,
         "scope": scope,
         "round_to": round_to,
         "rounding_gave_way": unrounded,
@@ -417,13 +460,6 @@ def _release_rounding(search: _Search, round_to: int, goal: float) -> list[str]:
         if search.measure(n, round_to, released)[0] >= goal:
             break
     return released
-
-
-_MEANING = {
-    "flops": "fraction of the dense model's FLOPs removed",
-    "sparsity": "fraction of the dense model's params removed",
-    "elementwise": "mean over regularised layers of the share of kernel weights with |w| <= 1e-3",
-}
 
 
 def _bisect(achieved: Callable[[int], float], n: int, goal: float) -> tuple[int, bool]:

@@ -1,0 +1,50 @@
+"""One registry per concept (issue 13 item 3): every other place reads it, so the facts cannot drift.
+
+Code under test: asp_export/prune/targets.py (TARGET_KINDS), asp_export/rundir.py (MODEL_KINDS) and
+their readers: asp_export/sweep.py, commands/sweep.py, commands/prune.py, asp_export/bench/config.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+
+def _option(command: click.Command, name: str) -> click.Option:
+    return next(p for p in command.params if p.name == name)
+
+
+def test_bench_roles_are_the_run_dirs_model_kinds():
+    from asp_export import rundir
+    from asp_export.bench import config
+
+    assert config.ROLES is rundir.MODEL_KINDS
+
+
+def test_target_kinds_one_registry_read_by_sweep_prune_and_the_cli():
+    from asp_export.commands.prune import command as prune_command
+    from asp_export.commands.sweep import command as sweep_command
+
+    from asp_export import sweep
+    from asp_export.prune.options import PruneOptions
+    from asp_export.prune.targets import KINDS, TARGET_KINDS
+
+    assert KINDS == tuple(TARGET_KINDS)
+    assert tuple(_option(sweep_command, "kind").type.choices) == KINDS
+    assert sweep.TARGET_OPTION == {name: kind.field for name, kind in TARGET_KINDS.items()}
+    fields = {f.name for f in dataclasses.fields(PruneOptions)}
+    prune_flags = {flag for p in prune_command.params for flag in getattr(p, "opts", ())}
+    for name, kind in TARGET_KINDS.items():
+        assert kind.name == name
+        assert kind.field in fields, kind.field
+        assert kind.option in prune_flags, kind.option
+        assert _option(prune_command, kind.field).opts == [kind.option]
+
+
+def test_sweep_scopes_help_lists_the_registry():
+    from asp_export.commands.sweep import command as sweep_command
+
+    from asp_export.prune.targets import SCOPES
+
+    assert f"({','.join(SCOPES)})" in _option(sweep_command, "scopes").help
