@@ -7,6 +7,7 @@ their readers: asp_export/sweep.py, commands/sweep.py, commands/prune.py, asp_ex
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
@@ -48,3 +49,32 @@ def test_sweep_scopes_help_lists_the_registry():
     from asp_export.prune.targets import SCOPES
 
     assert f"({','.join(SCOPES)})" in _option(sweep_command, "scopes").help
+
+
+def test_one_flops_cost_helper_every_stage_reads():
+    """`surgery.flops.cost` is the only reader of `count`'s totals inside the package (no wrappers)."""
+    import keras
+
+    from asp_export.prune.report import model_figures
+    from asp_export.surgery.flops import cost, count
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, name="c")(inputs)
+    outputs = keras.layers.Dense(3, name="d")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    report = count(model)
+    assert report.flops > 0
+    assert cost(model) == {"params": report.params, "flops": report.flops, "macs": report.macs}
+    assert list(cost(model, ("flops", "params"))) == ["flops", "params"]
+    figures = model_figures(model, accuracy=0.5)
+    assert list(figures) == ["accuracy", "params", "flops", "macs"]
+    assert figures["flops"] == report.flops
+
+    package = Path(__file__).resolve().parents[1] / "asp_export"
+    callers = sorted(
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "flops import count" in path.read_text()
+        or "flops import FlopsReport, LayerFlops, count" in path.read_text()
+    )
+    assert callers == ["flops.py"], callers  # only the public facade; the stages call cost()

@@ -435,17 +435,14 @@ def _run_parity(judge, path: Path, fmt_key: str, data: str) -> ParityResult:
 
 
 def _count(model) -> tuple[int, int | None]:
-    params = int(model.count_params())
+    from asp_export.surgery.flops import cost
+
     try:
-        from asp_export.surgery.flops import count
-    except ImportError:
-        return params, None
-    try:
-        report = count(model)
-        return int(report.params), int(report.flops)
+        counted = cost(model, ("params", "flops"))
+        return counted["params"], counted["flops"]
     except Exception as err:  # noqa: BLE001 - FLOPs are informative; never fail an export on them
         log.warning("could not count FLOPs (%s: %s)", type(err).__name__, err)
-        return params, None
+        return int(model.count_params()), None
 
 
 def _metadata(

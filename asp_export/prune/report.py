@@ -16,15 +16,9 @@ from asp_export.units import format_bytes
 
 def model_figures(model, *, accuracy: float | None, path=None) -> dict[str, Any]:
     """Accuracy, params, FLOPs and file size of one model."""
-    from asp_export.surgery.flops import count
+    from asp_export.surgery.flops import cost
 
-    counted = count(model)
-    figures = {
-        "accuracy": None if accuracy is None else round(float(accuracy), 6),
-        "params": int(counted.params),
-        "flops": int(counted.flops),
-        "macs": int(counted.macs),
-    }
+    figures = {"accuracy": None if accuracy is None else round(float(accuracy), 6), **cost(model)}
     if path is not None and path.exists():
         figures["size_bytes"] = path.stat().st_size
     return figures

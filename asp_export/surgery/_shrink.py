@@ -9,6 +9,7 @@ import numpy as np
 from asp_export.errors import UserInputError
 from asp_export.surgery._apply import apply
 from asp_export.surgery._plan import Plan, plan
+from asp_export.surgery.flops import cost
 from asp_export.surgery.graph import build_graph
 from asp_export.surgery.layers import bn_parts
 
@@ -16,15 +17,6 @@ __all__ = ["make_dead_channels", "report_path", "shrink"]
 
 
 # ================================================================================== shrink
-def _cost(model) -> dict:
-    try:
-        from asp_export.surgery.flops import count
-    except ImportError:  # pragma: no cover - flops module is part of the package
-        return {"params": int(model.count_params()), "flops": None}
-    report = count(model)
-    return {"params": int(report.params), "flops": int(report.flops)}
-
-
 def shrink(
     path: str | Path,
     out: str | Path | None,
@@ -67,7 +59,7 @@ def shrink(
         "schema_version": 1,
         "source": str(path),
         "out": None,
-        "before": _cost(model),
+        "before": cost(model, ("params", "flops")),
         "after": None,
         "plan": p.to_dict(),
     }
@@ -75,7 +67,7 @@ def shrink(
         return p, report
     small = apply(model, p)
     report["out"] = str(out_path)
-    report["after"] = _cost(small)
+    report["after"] = cost(small, ("params", "flops"))
     with atomic_path(out_path) as tmp:
         small.save(tmp)
     write_json_atomic(report_path(out_path), report)

@@ -295,6 +295,15 @@ class _Counter:
             )
 
 
+TOTALS = ("params", "flops", "macs")
+
+
+def cost(model, keys: tuple[str, ...] = TOTALS) -> dict[str, int]:
+    """`count(model)`'s totals as plain ints, in the order of `keys` (the shape reports store)."""
+    report = count(model)
+    return {key: int(getattr(report, key)) for key in keys}
+
+
 def count(model) -> FlopsReport:
     """Count MACs, FLOPs (= 2 x MACs) and parameters of a Keras functional or Sequential model.
 
