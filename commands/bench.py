@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import click
 
+from asp_export.bench.config import BenchConfig
+
 # The tables only: these modules import no runtime (onnxruntime, LiteRT, TensorFlow load inside runners).
 from asp_export.bench.providers import PROVIDER_CHOICES
 from asp_export.bench.runtimes import RUNTIME_CHOICES
+from asp_export.bench.stats import TimingPolicy
 from asp_export.errors import UserInputError
 
 
@@ -29,28 +32,50 @@ def _parse_batches(value: str) -> tuple[int, ...]:
     "runtimes",
     multiple=True,
     type=click.Choice(RUNTIME_CHOICES),
-    default=("all",),
+    default=BenchConfig.runtimes,
     show_default=True,
     help="Runtime(s) to time; repeatable.",
 )
 @click.option(
     "--provider",
     type=click.Choice(PROVIDER_CHOICES),
-    default="auto",
+    default=BenchConfig.provider,
     show_default=True,
     help="onnxruntime provider; auto tries TensorRT -> CUDA -> CPU. The one that ran is recorded.",
 )
-@click.option("--batch", "batch", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
+@click.option(
+    "--batch",
+    "batch",
+    default=",".join(map(str, BenchConfig.batches)),
+    show_default=True,
+    help="Comma-separated batch sizes.",
+)
 @click.option(
     "--threads", type=int, default=None, help="Intra-op threads for every runtime [default: all cores]."
 )
-@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed runs before timing.")
-@click.option("--iterations", type=int, default=50, show_default=True, help="Minimum timed runs per model.")
 @click.option(
-    "--min-time", type=float, default=1.0, show_default=True, help="Minimum timed seconds per model."
+    "--warmup", type=int, default=TimingPolicy.warmup, show_default=True, help="Untimed runs before timing."
 )
 @click.option(
-    "--max-time", type=float, default=30.0, show_default=True, help="Wall-clock cap per model, seconds."
+    "--iterations",
+    type=int,
+    default=TimingPolicy.min_iterations,
+    show_default=True,
+    help="Minimum timed runs per model.",
+)
+@click.option(
+    "--min-time",
+    type=float,
+    default=TimingPolicy.min_time_s,
+    show_default=True,
+    help="Minimum timed seconds per model.",
+)
+@click.option(
+    "--max-time",
+    type=float,
+    default=TimingPolicy.max_time_s,
+    show_default=True,
+    help="Wall-clock cap per model, seconds.",
 )
 @click.option(
     "--out",

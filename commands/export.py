@@ -8,6 +8,7 @@ import click
 
 from asp_export.errors import unknown_name_error
 from asp_export.export.formats import FORMATS, PRECISIONS
+from asp_export.export.runner import ExportOptions
 from asp_export.input_range import INPUT_RANGES
 
 
@@ -66,17 +67,17 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
 @click.option(
     "--calibration-samples",
     type=int,
-    default=200,
+    default=ExportOptions.calibration_samples,
     show_default=True,
     help="Training samples used to calibrate int8.",
 )
 @click.option(
     "--int8-io/--float-io",
-    default=False,
+    default=ExportOptions.int8_io,
     show_default=True,
     help="int8 TFLite: int8 input and output tensors (else float32 with quantize ops inside).",
 )
-@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset.")
+@click.option("--opset", type=int, default=ExportOptions.opset, show_default=True, help="ONNX opset.")
 @click.option(
     "--batch",
     type=_Batch(),
@@ -91,7 +92,7 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
 )
 @click.option(
     "--simplify/--no-simplify",
-    default=True,
+    default=ExportOptions.simplify,
     show_default=True,
     help="ONNX: simplify the graph with onnxslim, kept only when it passes parity again.",
 )
@@ -110,7 +111,7 @@ def _split_models(ctx, param, value: str | None) -> tuple[str, ...]:
 @click.option(
     "--parity-samples",
     type=int,
-    default=256,
+    default=ExportOptions.parity_samples,
     show_default=True,
     help="Samples each file is checked on (the run's test split; synthetic for a bare .keras).",
 )

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 from click.core import ParameterSource
 
 from asp_export.input_range import INPUT_RANGES
-from asp_export.prune.sparsity import METHODS, SOLVERS, WEIGHTINGS
+from asp_export.prune.options import PruneOptions, SurgeryConfig
+from asp_export.prune.sparsity import METHODS, SOLVERS, WEIGHTINGS, SparsityConfig
 from asp_export.prune.targets import SCOPES
-from asp_export.prune.train import STRATEGIES
+from asp_export.prune.train import STRATEGIES, TrainConfig
+
+
+def _text(value) -> str:
+    """A default as the help writes it: 1e-3 rather than 0.001, 0.1 as is."""
+    if isinstance(value, float) and 0 < abs(value) < 0.1:
+        mantissa, exponent = f"{value:e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return str(value)
+
+
+def _default(config: type, name: str) -> str:
+    """The help's ``  [default: X]``, read from the dataclass field, so it cannot drift from the code."""
+    (value,) = (f.default for f in dataclasses.fields(config) if f.name == name)
+    assert value is not dataclasses.MISSING, f"{config.__name__}.{name} has no plain default"
+    return f"  [default: {_text(value)}]"
 
 
 def _input_shape(ctx, param, value):
@@ -33,7 +51,7 @@ def _input_shape(ctx, param, value):
 )
 @click.option(
     "--data",
-    default="digits",
+    default=PruneOptions.data,
     show_default=True,
     help="digits, mnist, fashion-mnist, cifar10, cifar100, folder:PATH or npz:PATH.",
 )
@@ -58,8 +76,8 @@ def _input_shape(ctx, param, value):
 @click.option(
     "--method",
     type=click.Choice(METHODS),
-    help="gasl (default), ssl (lambda_var=0), none, l1-filter, slimming (BN models) or magnitude "
-    "(TF-MOT, unstructured); docs/evidence.md.",
+    help=f"{SparsityConfig.method} (default), ssl (lambda_var=0), none, l1-filter, slimming (BN models) "
+    "or magnitude (TF-MOT, unstructured); docs/evidence.md.",
 )
 @click.option(
     "--target-flops",
@@ -83,14 +101,24 @@ def _input_shape(ctx, param, value):
     "(raw scores), layer (divided by the layer's largest) or uniform (same share of every layer).  "
     "[default: per method; docs/evidence.md]",
 )
-@click.option("--lambda-group", type=float, help="Group-lasso weight.  [default: 1e-3]")
-@click.option("--lambda-var", type=float, help="Guiding (1/variance) term weight.  [default: 1e-2]")
-@click.option("--solver", type=click.Choice(SOLVERS), help="How group lasso is applied.  [default: proximal]")
+@click.option(
+    "--lambda-group", type=float, help="Group-lasso weight." + _default(SparsityConfig, "lambda_group")
+)
+@click.option(
+    "--lambda-var",
+    type=float,
+    help="Guiding (1/variance) term weight." + _default(SparsityConfig, "lambda_var"),
+)
+@click.option(
+    "--solver",
+    type=click.Choice(SOLVERS),
+    help="How group lasso is applied." + _default(SparsityConfig, "solver"),
+)
 @click.option(
     "--group-weighting",
     type=click.Choice(WEIGHTINGS),
-    help="none: the authors' unweighted group lasso; sqrt: weight each layer by sqrt(group size).  "
-    "[default: none]",
+    help="none: the authors' unweighted group lasso; sqrt: weight each layer by sqrt(group size)."
+    + _default(SparsityConfig, "group_weighting"),
 )
 @click.option("--include-classifier", is_flag=True, default=None, help="Also regularise the output layer.")
 @click.option(
@@ -98,23 +126,49 @@ def _input_shape(ctx, param, value):
     multiple=True,
     help="Conv/Dense layer never regularised or pruned (repeatable); other names are refused.",
 )
-@click.option("--threshold", type=float, help="A group is dead when its L2 norm is <= this.  [default: 1e-3]")
+@click.option(
+    "--threshold",
+    type=float,
+    help="A group is dead when its L2 norm is <= this." + _default(SurgeryConfig, "threshold"),
+)
 @click.option(
     "--round-to",
     type=int,
-    help="Round kept channels up to a multiple of N (faster on real runtimes).  [default: 8]",
+    help="Round kept channels up to a multiple of N (faster on real runtimes)."
+    + _default(SurgeryConfig, "round_to"),
 )
-@click.option("--epochs", type=int, help="Training epochs, >= 1.  [default: 15]")
-@click.option("--batch-size", type=int, help="Global batch size.  [default: 32]")
-@click.option("--lr", "learning_rate", type=float, help="Adam learning rate.  [default: 1e-3]")
+@click.option("--epochs", type=int, help="Training epochs, >= 1." + _default(TrainConfig, "epochs"))
+@click.option("--batch-size", type=int, help="Global batch size." + _default(TrainConfig, "batch_size"))
+@click.option(
+    "--lr",
+    "learning_rate",
+    type=float,
+    help="Adam learning rate." + _default(TrainConfig, "learning_rate"),
+)
 @click.option("--steps-per-epoch", type=int, help="Batches per epoch (default: one pass over the data).")
-@click.option("--seed", type=int, help="Random seed; same seed on CPU gives the same report.  [default: 0]")
-@click.option("--val-fraction", type=float, help="Share of train held out for validation.  [default: 0.1]")
+@click.option(
+    "--seed",
+    type=int,
+    help="Random seed; same seed on CPU gives the same report." + _default(TrainConfig, "seed"),
+)
+@click.option(
+    "--val-fraction",
+    type=float,
+    help="Share of train held out for validation." + _default(PruneOptions, "val_fraction"),
+)
 @click.option("--augment", is_flag=True, default=None, help="CIFAR-style crop+flip augmentation.")
-@click.option("--finetune-epochs", type=int, help="Fine-tune the pruned model for N epochs.  [default: 0]")
+@click.option(
+    "--finetune-epochs",
+    type=int,
+    help="Fine-tune the pruned model for N epochs." + _default(PruneOptions, "finetune_epochs"),
+)
 @click.option("--finetune-lr", type=float, help="Fine-tuning learning rate.  [default: lr/10]")
 @click.option("--mixed-precision", is_flag=True, default=None, help="Train in mixed float16 (GPU).")
-@click.option("--strategy", type=click.Choice(STRATEGIES), help="tf.distribute strategy.  [default: auto]")
+@click.option(
+    "--strategy",
+    type=click.Choice(STRATEGIES),
+    help="tf.distribute strategy." + _default(TrainConfig, "strategy"),
+)
 def command(**options):
     """Train a model with attention-guided group sparsity, then rebuild it without its dead filters.
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from asp_export.prune.options import SurgeryConfig
+
 _EPILOG = """\b
 A channel is dead when every kernel that produces it has L2 norm <= T and the constant
 it still carries (bias, BatchNormalization beta) is <= T where it is consumed; coupled
@@ -25,7 +27,7 @@ See docs/surgery.md.
 @click.option(
     "--round-to",
     type=click.IntRange(min=1),
-    default=8,
+    default=SurgeryConfig.round_to,
     show_default=True,
     help="Round each layer's kept channel count up to a multiple of N (runtime-friendly widths, as "
     "asp prune; 1 keeps exactly the live channels).",
@@ -33,7 +35,7 @@ See docs/surgery.md.
 @click.option(
     "--min-channels",
     type=click.IntRange(min=1),
-    default=1,
+    default=SurgeryConfig.min_channels,
     show_default=True,
     help="Keep at least N channels per layer.",
 )

@@ -1,7 +1,9 @@
 """One registry per concept (issue 13 item 3): every other place reads it, so the facts cannot drift.
 
 Code under test: asp_export/prune/targets.py (TARGET_KINDS), asp_export/rundir.py (MODEL_KINDS) and
-their readers: asp_export/sweep.py, commands/sweep.py, commands/prune.py, asp_export/bench/config.py.
+their readers: asp_export/sweep.py, commands/sweep.py, commands/prune.py, asp_export/bench/config.py;
+asp_export/surgery/flops.py (`cost`, the one reader of `count`'s totals); the CLI defaults in
+commands/prune.py, bench.py, export.py and shrink.py (read from the dataclasses).
 """
 
 from __future__ import annotations
@@ -78,3 +80,87 @@ def test_one_flops_cost_helper_every_stage_reads():
         or "flops import FlopsReport, LayerFlops, count" in path.read_text()
     )
     assert callers == ["flops.py"], callers  # only the public facade; the stages call cost()
+
+
+_PATCH_DEFAULTS = """
+import json
+from asp_export.bench.config import BenchConfig
+from asp_export.bench.stats import TimingPolicy
+from asp_export.export.runner import ExportOptions
+from asp_export.prune.options import PruneOptions, SurgeryConfig
+from asp_export.prune.sparsity import SparsityConfig
+from asp_export.prune.train import TrainConfig
+
+def patch(cls, name, value):  # a new default, as an edit of the dataclass would make it
+    cls.__dataclass_fields__[name].default = value
+    setattr(cls, name, value)
+
+patch(SparsityConfig, "lambda_group", 0.0025)
+patch(SparsityConfig, "solver", "subgradient")
+patch(SurgeryConfig, "round_to", 4)
+patch(TrainConfig, "epochs", 7)
+patch(PruneOptions, "val_fraction", 0.2)
+patch(TimingPolicy, "warmup", 3)
+patch(BenchConfig, "batches", (2, 4))
+patch(ExportOptions, "opset", 13)
+
+from asp_export.commands import bench, export, prune, shrink
+def opt(command, name):
+    return next(p for p in command.command.params if p.name == name)
+print(json.dumps({
+    "lambda_group": opt(prune, "lambda_group").help,
+    "solver": opt(prune, "solver").help,
+    "round_to": opt(prune, "round_to").help,
+    "epochs": opt(prune, "epochs").help,
+    "val_fraction": opt(prune, "val_fraction").help,
+    "shrink_round_to": opt(shrink, "round_to").default,
+    "warmup": opt(bench, "warmup").default,
+    "batch": opt(bench, "batch").default,
+    "opset": opt(export, "opset").default,
+}))
+"""
+
+
+def test_cli_defaults_are_read_from_the_dataclasses():
+    """Change a dataclass default and the CLI's help/default follows (nothing is copied by hand)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PATCH_DEFAULTS], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["lambda_group"].endswith("[default: 2.5e-3]")
+    assert seen["solver"].endswith("[default: subgradient]")
+    assert seen["round_to"].endswith("[default: 4]")
+    assert seen["epochs"].endswith("[default: 7]")
+    assert seen["val_fraction"].endswith("[default: 0.2]")
+    assert (seen["shrink_round_to"], seen["warmup"], seen["batch"], seen["opset"]) == (4, 3, "2,4", 13)
+
+
+def test_prune_help_defaults_equal_the_dataclass_defaults():
+    import re
+
+    from asp_export.commands.prune import command
+
+    from asp_export.prune.options import PruneOptions, SurgeryConfig
+    from asp_export.prune.sparsity import SparsityConfig
+    from asp_export.prune.train import TrainConfig
+
+    defaults = {}
+    for config in (TrainConfig, SparsityConfig, SurgeryConfig, PruneOptions):
+        defaults.update(
+            {
+                f.name: f.default
+                for f in dataclasses.fields(config)
+                if f.default not in (dataclasses.MISSING, None)
+            }
+        )
+    checked = 0
+    for param in command.params:
+        match = re.search(r"\[default: ([^\]]+)\]$", param.help or "")
+        if match and param.name in defaults:
+            text, value = match.group(1), defaults[param.name]
+            assert (float(text) == value) if isinstance(value, float) else (text == str(value)), param.name
+            checked += 1
+    assert checked >= 12
+    assert next(p for p in command.params if p.name == "data").default == PruneOptions.data
