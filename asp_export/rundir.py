@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MODEL_KINDS = ("dense", "pruned")
+# The model file formats a run directory holds: format key -> file-name ending (an ending without a
+# dot names a directory). Export writes them (export.FORMATS), bench recognises them (detect_format).
+ARTIFACT_SUFFIXES = {"keras": ".keras", "onnx": ".onnx", "tflite": ".tflite", "saved_model": "_saved_model"}
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ class RunDir:
     def model_path(self, kind: str) -> Path:
         if kind not in MODEL_KINDS:
             raise RunDirError(f"Unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}.")
-        return self.root / f"{kind}.keras"
+        return self.root / f"{kind}{ARTIFACT_SUFFIXES['keras']}"
 
     def relative(self, path: str | Path) -> str:
         """Path as stored in JSON: relative to the run root when inside it."""

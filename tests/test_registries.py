@@ -164,3 +164,20 @@ def test_prune_help_defaults_equal_the_dataclass_defaults():
             checked += 1
     assert checked >= 12
     assert next(p for p in command.params if p.name == "data").default == PruneOptions.data
+
+
+def test_artifact_suffixes_one_table_for_export_bench_and_the_run_dir(tmp_path):
+    from asp_export.bench.runtimes import RUNTIMES, detect_format, runtime_for_format
+    from asp_export.export.formats import FORMATS
+    from asp_export.rundir import ARTIFACT_SUFFIXES, RunDir
+
+    for key, row in FORMATS.items():
+        assert row.suffix == ARTIFACT_SUFFIXES[key]
+        assert runtime_for_format(key) is not None, key  # bench can time every exported format
+    for runtime in RUNTIMES.values():
+        assert set(runtime.formats) <= set(ARTIFACT_SUFFIXES), runtime.name
+    for key, suffix in ARTIFACT_SUFFIXES.items():
+        if suffix.startswith("."):
+            assert detect_format(tmp_path / f"m{suffix.upper()}") == key
+    assert detect_format(tmp_path / "m.h5") is None
+    assert RunDir(tmp_path).model_path("dense").name == "dense" + ARTIFACT_SUFFIXES["keras"]

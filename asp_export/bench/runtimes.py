@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from asp_export.bench.providers import create_session, tensorrt_options
+from asp_export.rundir import ARTIFACT_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -342,4 +343,5 @@ def detect_format(path: str | Path) -> str | None:
     path = Path(path)
     if path.is_dir():
         return "saved_model" if (path / "saved_model.pb").is_file() else None
-    return {".onnx": "onnx", ".tflite": "tflite", ".keras": "keras"}.get(path.suffix.lower())
+    files = {suffix: key for key, suffix in ARTIFACT_SUFFIXES.items() if suffix.startswith(".")}
+    return files.get(path.suffix.lower())

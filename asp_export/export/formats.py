@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from asp_export.errors import UserInputError, unknown_name_error
+from asp_export.rundir import ARTIFACT_SUFFIXES
 
 #: Every precision asp knows, in the order the CLI lists them.
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic")
@@ -83,7 +84,7 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat(
             key="onnx",
             name="ONNX",
-            suffix=".onnx",
+            suffix=ARTIFACT_SUFFIXES["onnx"],
             precisions=("fp32", "fp16"),
             default_precisions=("fp32",),
             modules=("tf2onnx", "onnx", "onnxruntime"),
@@ -94,7 +95,7 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat(
             key="tflite",
             name="TensorFlow Lite",
-            suffix=".tflite",
+            suffix=ARTIFACT_SUFFIXES["tflite"],
             precisions=("fp32", "fp16", "int8", "dynamic"),
             default_precisions=("fp32", "fp16", "int8"),
             modules=("tensorflow", "ai_edge_litert"),
@@ -104,7 +105,7 @@ FORMATS: dict[str, ExportFormat] = {
         ExportFormat(
             key="saved_model",
             name="TensorFlow SavedModel",
-            suffix="_saved_model",
+            suffix=ARTIFACT_SUFFIXES["saved_model"],
             precisions=("fp32",),
             default_precisions=("fp32",),
             modules=("tensorflow",),
