@@ -39,6 +39,11 @@ class AspGroup(click.Group):
         verbose = bool(ctx.params.get("verbose"))
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:
+            # one line, like every other bad input: what is wrong (a bad value names the valid ones) and
+            # where to read more, instead of Click's usage block, hint and blank line around it
+            where = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+            raise _AspClickError(f"{err.format_message()}{where}", err.exit_code) from None
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except AspError as err:

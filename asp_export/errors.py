@@ -7,8 +7,10 @@ that failed or a check that did not pass.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Iterator
 
 
 class AspError(Exception):
@@ -83,3 +85,52 @@ def unknown_name_error(kind: str, name: str, valid: Iterable[str]) -> UserInputE
     hint = difflib.get_close_matches(name, valid, n=1)
     suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
     return UserInputError(f"Unknown {kind} {name!r}.{suggestion} Valid: {', '.join(valid)}.")
+
+
+class HeldLogs:
+    """Log records held back while a user's input is being validated (see `held_logs`)."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self._records: list[logging.LogRecord] = []
+        self._saved: tuple[list[logging.Handler], bool] | None = (logger.handlers[:], logger.propagate)
+        collect = logging.Handler()
+        collect.emit = self._records.append  # type: ignore[method-assign]
+        logger.handlers[:] = [collect]
+        logger.propagate = False
+
+    def release(self) -> None:
+        """The input is good: give back the handlers and emit what was held, in order."""
+        self._restore()
+        for record in self._records:
+            self._logger.callHandlers(record)
+        self._records.clear()
+
+    def drop(self) -> None:
+        self._restore()
+        self._records.clear()
+
+    def _restore(self) -> None:
+        if self._saved is not None:
+            self._logger.handlers[:], self._logger.propagate = self._saved
+            self._saved = None
+
+
+@contextlib.contextmanager
+def held_logs(name: str = "asp_export") -> Iterator[HeldLogs]:
+    """Hold the log lines of a block that may still refuse the user's input.
+
+    A bad input gets one line (the CLI contract), not info lines about loading it followed by the
+    error: when the block raises a bad-input error (exit code 2) the held lines are dropped. When it
+    ends otherwise, or calls `release()` once the input is known to be good, they are emitted in order.
+    """
+    held = HeldLogs(logging.getLogger(name))
+    try:
+        yield held
+    except BaseException as err:
+        if isinstance(err, AspError) and err.exit_code == 2:
+            held.drop()
+        else:
+            held.release()
+        raise
+    held.release()

@@ -19,6 +19,47 @@ def test_help_lists_the_pipeline_commands():
 def test_unknown_command_is_a_usage_error():
     result = CliRunner().invoke(cli, ["no-such-command"])
     assert result.exit_code == 2
+    assert result.output.splitlines() == ["Error: No such command 'no-such-command'. (see 'cli --help')"]
+
+
+def test_a_bad_option_value_is_one_line_naming_the_valid_ones_and_the_help():
+    """Not Click's usage block, hint and blank line: one line, like every other bad input."""
+    result = CliRunner().invoke(cli, ["export", "somewhere", "--format", "caffe"])
+    assert result.exit_code == 2
+    (line,) = result.output.splitlines()
+    assert line.startswith("Error: Invalid value for '--format'") and "Valid: all, onnx" in line, line
+    assert line.endswith("(see 'cli export --help')"), line
+
+
+def test_held_logs_drop_on_bad_input_and_release_in_order_otherwise(caplog):
+    import logging
+
+    import pytest
+
+    from asp_export.errors import TrainingError, UserInputError, held_logs
+
+    log = logging.getLogger("asp_export.some.stage")
+    root = logging.getLogger("asp_export")
+    before = (root.handlers[:], root.propagate)
+    with caplog.at_level(logging.INFO, logger="asp_export"):
+        with pytest.raises(UserInputError), held_logs():
+            log.info("loaded the data")
+            raise UserInputError("bad labels")
+        assert caplog.messages == []  # the error will be the one line
+        with pytest.raises(TrainingError), held_logs():
+            log.info("first")
+            log.warning("second")
+            raise TrainingError("diverged")  # a run failure: what led to it is shown
+        assert caplog.messages == ["first", "second"]
+        caplog.clear()
+        with held_logs() as held:
+            log.info("loaded")
+            assert caplog.messages == []
+            held.release()  # the input is good: what follows is live
+            assert caplog.messages == ["loaded"]
+            log.info("epoch 1")
+            assert caplog.messages == ["loaded", "epoch 1"]
+    assert (root.handlers, root.propagate) == before  # handlers and propagation given back
 
 
 def test_help_does_not_import_tensorflow():

@@ -267,9 +267,9 @@ def test_hostile_input_gets_one_line_and_the_contract_exit_code(kit, argv, exit_
 
     assert result.exit_code == exit_code, result.output
     assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert len(errors) == 1, result.output
-    assert phrase.lower() in errors[0].lower(), result.output
+    lines = result.output.splitlines()  # stdout and stderr together: nothing but the one line
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert phrase.lower() in lines[0].lower(), result.output
     assert not kit.marker.exists(), "hostile code was executed"
     assert _snapshot(kit.root) == before, "a hostile input changed or created files"
     assert not (kit / "o").exists(), "a run directory was created for bad input"

@@ -31,7 +31,7 @@ from asp_export.bench.stats import (
     speedup_interval,
     summarize,
 )
-from asp_export.errors import ProviderError, RunDirError, UserInputError
+from asp_export.errors import ProviderError, RunDirError, UserInputError, held_logs
 from asp_export.units import format_ms
 from asp_export.versions import asp_version, gpu_name, machine_info, package_versions
 
@@ -69,28 +69,36 @@ def run_bench(config: BenchConfig) -> BenchResult:
 
     rows: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
-    for runtime_name in config.selected_runtimes:
-        runtime = RUNTIMES[runtime_name]
-        for group in _groups([t for t in targets if t.runtime == runtime_name]):
-            fixed: dict[Path, int] = {}  # files that refused a batch: their fixed batch
-            pending, done = list(config.batches), []
-            while pending:
-                batch = pending.pop(0)
-                done.append(batch)
-                if not runtime.available():
-                    error = f"{runtime.module} is not installed here; {runtime.install_hint}"
-                    rows.extend(
-                        _row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group
+    # Named files of which none loads are refused with one line: their load warnings are held until a
+    # row shows the input is good (or the refusal drops them).
+    with held_logs() as held:
+        for runtime_name in config.selected_runtimes:
+            runtime = RUNTIMES[runtime_name]
+            for group in _groups([t for t in targets if t.runtime == runtime_name]):
+                fixed: dict[Path, int] = {}  # files that refused a batch: their fixed batch
+                pending, done = list(config.batches), []
+                while pending:
+                    batch = pending.pop(0)
+                    done.append(batch)
+                    if not runtime.available():
+                        error = f"{runtime.module} is not installed here; {runtime.install_hint}"
+                        rows.extend(
+                            _row(t, runtime_name, batch, threads, "unavailable", error=error) for t in group
+                        )
+                        held.release()  # not a refusal: the table says what is missing
+                        continue
+                    group_rows, pair = _bench_group(
+                        group, runtime_name, batch, threads, config, out_dir, fixed
                     )
-                    continue
-                group_rows, pair = _bench_group(group, runtime_name, batch, threads, config, out_dir, fixed)
-                rows.extend(group_rows)
-                if pair is not None:
-                    pairs.append(pair)
-                if not pending:
-                    pending = _fixed_batches_left(group, rows, fixed, done)
+                    rows.extend(group_rows)
+                    if any(row["status"] != "load_failed" for row in group_rows):
+                        held.release()
+                    if pair is not None:
+                        pairs.append(pair)
+                    if not pending:
+                        pending = _fixed_batches_left(group, rows, fixed, done)
 
-    _refuse_unloadable_files(targets, rows, config)
+        _refuse_unloadable_files(targets, rows, config)
     profiles = _profiles(targets, config, threads, out_dir) if config.profile else []
     data = {
         "schema_version": SCHEMA_VERSION,

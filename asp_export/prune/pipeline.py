@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Any
 
 from asp_export._io import remove_stale_temporaries, write_json_atomic
-from asp_export.errors import PruningFailed
+from asp_export.errors import PruningFailed, held_logs
 from asp_export.keras_io import save_model
 from asp_export.prune import inputs
 from asp_export.prune.options import PruneOptions, refuse_changed_options
@@ -71,15 +71,17 @@ def _run_prune(
 
     # First TensorFlow call: multi-worker collectives must be configured at program startup.
     strategy = train.make_strategy(options.train.strategy)
-    # Validate the model and the data before a run directory exists (or an old one is touched).
-    model_source = inputs.model_source(options.model)
-    dataset = inputs.load_data(options, model_source)
-    options = replace(options, input_range=dataset.input_range)  # config.json records the one used
-    inputs.warn_degenerate(options, dataset)
-    if not resume:  # before the seed is set: the model trained is built from the same seed as ever
-        probe = inputs.build_model(options, model_source, dataset)  # fails as bad input if it cannot be built
-        methods.validate(options, lambda: probe)
-        del probe
+    # Validate the model and the data before a run directory exists (or an old one is touched);
+    # what loading them logs is shown only once they pass (bad input is one line).
+    with held_logs():
+        model_source = inputs.model_source(options.model)
+        dataset = inputs.load_data(options, model_source)
+        options = replace(options, input_range=dataset.input_range)  # config.json records the one used
+        inputs.warn_degenerate(options, dataset)
+        if not resume:  # before the seed is set: the model trained is built from the same seed as ever
+            probe = inputs.build_model(options, model_source, dataset)  # bad input if it cannot be built
+            methods.validate(options, lambda: probe)
+            del probe
     train.set_mixed_precision(options.train.mixed_precision)
     train.set_determinism(options.train.seed)
     if run is not None:
@@ -151,9 +153,10 @@ def check_target_reachable(options: PruneOptions) -> None:
     )
     if not has_target or options.sparsity.method == "magnitude":
         return
-    model_source = inputs.model_source(options.model)
-    dataset = inputs.load_data(options, model_source)
-    methods.check_reachable(inputs.build_model(options, model_source, dataset), options)
+    with held_logs():  # a target refused is one line, not the data's info lines and then the error
+        model_source = inputs.model_source(options.model)
+        dataset = inputs.load_data(options, model_source)
+        methods.check_reachable(inputs.build_model(options, model_source, dataset), options)
 
 
 # --- stages -------------------------------------------------------------------
