@@ -3,8 +3,8 @@ MultiWorkerMirroredStrategy with two local worker processes, and the memory boun
 of `asp prune` on a streamed folder dataset.
 
 Logical devices and collectives must be configured before TensorFlow starts, so
-every run here is its own process. (One GASL step on two replicas equal to a
-single-device step is checked in test_train.py.)
+every run here is its own process. (GASL steps on two replicas equal to single-device
+steps, with and without BatchNormalization and dropout, are checked in test_train.py.)
 """
 
 from __future__ import annotations

@@ -87,6 +87,110 @@ def test_one_gasl_step_on_two_replicas_equals_one_step_on_one_device(solver):
             np.testing.assert_allclose(replicated, single, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+# Several steps, BatchNormalization and dropout. Each replica keeps its own BN batch statistics and
+# draws its dropout mask from the mirrored seed state, so a mirrored step equals a single-device
+# step only when every replica sees the single device's batch: the two-replica global batch is each
+# step's single-device batch twice. Then loss, weights, BN moving statistics and the dropout state
+# must match after every step; a missed all-reduce, a wrong loss or penalty scaling, an unsynchronised
+# BN statistic or dropout state, or a proximal step on the wrong count would drift apart.
+_SEVERAL_STEPS = textwrap.dedent(
+    """
+    import itertools, json, re
+    import numpy as np, tensorflow as tf
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+    )
+    import keras
+    from asp_export.prune import sparsity
+    from asp_export.prune.custom_loop import StrategyLoop
+    from asp_export.prune.train import compile_model
+
+    steps, half = 3, 4
+    rng = np.random.default_rng(0)
+    x = rng.random((steps * half, 6, 6, 1), dtype=np.float32)
+    y = rng.integers(0, 3, size=steps * half)
+    twice = lambda a: np.concatenate([np.concatenate([a[i : i + half]] * 2) for i in range(0, len(a), half)])
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 1))
+        h = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+        h = keras.layers.BatchNormalization(name="bn")(h)
+        h = keras.layers.Activation("relu")(h)
+        h = keras.layers.Dropout(0.5, seed=1, name="drop")(keras.layers.Flatten()(h))
+        h = keras.layers.Dense(5, name="fc")(h)
+        model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
+        init = np.random.default_rng(1)
+        model.set_weights([
+            np.ones(w.shape, np.float32) if "variance" in v.path else init.normal(0, 0.3, w.shape)
+            for v, w in zip(model.weights, model.get_weights())
+        ])
+        compile_model(model, 1e-2)
+        return model
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    single = tf.distribute.get_strategy()
+    results = {}
+    for solver, (name, strategy) in itertools.product(
+        ("subgradient", "proximal"), (("single", single), ("mirrored", mirrored), ("loop", mirrored))
+    ):
+        config = sparsity.SparsityConfig(
+            method="gasl", solver=solver, lambda_group=0.1, lambda_var=1e-3, group_weighting="sqrt"
+        )
+        with strategy.scope():
+            model = build()
+        initial = {v.path: np.asarray(v.numpy()).tolist() for v in model.trainable_variables}
+        xs, ys, batch = (x, y, half) if name == "single" else (twice(x), twice(y), 2 * half)
+        with sparsity.attach(model, config) as kernels:
+            callbacks = [sparsity.make_proximal_callback(kernels, config)] if solver == "proximal" else []
+            if name == "loop":
+                loop = StrategyLoop(model, callbacks, epochs=1)
+                loss = loop.run_epoch(0, tf.data.Dataset.from_tensor_slices((xs, ys)).batch(batch))["loss"]
+            else:
+                history = model.fit(
+                    xs, ys, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=callbacks
+                )
+                loss = history.history["loss"][0]
+        results[solver, name] = {
+            "replicas": strategy.num_replicas_in_sync,
+            "steps": int(np.asarray(model.optimizer.iterations.numpy())),
+            "loss": float(loss),
+            "initial": initial,
+            # "seed_generator_1" in a second model is "seed_generator" in the first
+            "variables": {re.sub(r"_[0-9]+/", "/", v.path): v.numpy().tolist() for v in model.variables},
+        }
+    print(json.dumps({f"{solver} {name}": run for (solver, name), run in results.items()}))
+    """
+)
+
+
+def test_several_steps_with_batch_norm_and_dropout_on_two_replicas_equal_one_device():
+    """Both solvers in one process (a TensorFlow start is most of the time): ~20 s."""
+    import numpy as np
+
+    result = subprocess.run(
+        [sys.executable, "-c", _SEVERAL_STEPS], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(result.stdout.strip().splitlines()[-1])
+    for solver in ("subgradient", "proximal"):
+        single = runs[f"{solver} single"]
+        assert single["steps"] == 3
+        assert {"bn/moving_mean", "seed_generator/seed_generator_state"} <= set(single["variables"])
+        for path in ("conv/kernel", "bn/gamma", "fc/kernel", "logits/kernel"):  # it really trained
+            assert np.abs(np.subtract(single["initial"][path], single["variables"][path])).max() > 1e-4, path
+        for name in ("mirrored", "loop"):
+            run, label = runs[f"{solver} {name}"], f"{solver} {name}"
+            assert (run["replicas"], run["steps"]) == (2, 3), label
+            assert run["loss"] == pytest.approx(single["loss"], rel=1e-5), label
+            assert list(run["variables"]) == list(single["variables"]), label
+            for path, want in single["variables"].items():  # weights, BN statistics, dropout state
+                np.testing.assert_allclose(
+                    run["variables"][path], want, rtol=1e-5, atol=1e-6, err_msg=f"{label} {path}"
+                )
+
+
 _ONE_EPOCH_LENET = [
     "prune",
     "--model",
