@@ -57,7 +57,7 @@ class SweepOptions:
 
     Args:
         model, data: as for `asp prune`.
-        methods: methods from `asp_export.prune.sparsity.METHODS` (not ``none``: that is the reference).
+        methods: methods from `asp_export.prune.methods.METHODS` (not ``none``: that is the reference).
         targets: fractions to remove, each in (0, 1).
         out: the sweep directory.
         kind: ``sparsity`` (``--target-sparsity``), ``flops`` (``--target-flops``) or
@@ -82,7 +82,7 @@ class SweepOptions:
     scopes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from asp_export.prune.sparsity import METHODS
+        from asp_export.prune.methods import METHODS
 
         if self.kind not in KINDS:
             raise UserInputError(f"Unknown target kind {self.kind!r}; valid: {', '.join(KINDS)}.")

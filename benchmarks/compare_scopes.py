@@ -64,9 +64,9 @@ def main() -> None:
 
     from asp_export import surgery
     from asp_export.prune.inputs import load_data
-    from asp_export.prune.methods import channel_scores, score_divisors
     from asp_export.prune.options import options_from_cli
     from asp_export.prune.pipeline import run_prune
+    from asp_export.prune.select import channel_scores, score_divisors
     from asp_export.prune.sparsity import grouped_kernels
     from asp_export.prune.targets import SCOPES, Target, reach
 

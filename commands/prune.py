@@ -8,8 +8,9 @@ import click
 from click.core import ParameterSource
 
 from asp_export.input_range import INPUT_RANGES
+from asp_export.prune.methods import METHODS
 from asp_export.prune.options import PruneOptions, SurgeryConfig
-from asp_export.prune.sparsity import METHODS, SOLVERS, WEIGHTINGS, SparsityConfig
+from asp_export.prune.sparsity import SOLVERS, WEIGHTINGS, SparsityConfig
 from asp_export.prune.targets import SCOPES
 from asp_export.prune.train import STRATEGIES, TrainConfig
 

@@ -282,9 +282,9 @@ def test_a_target_no_cut_can_reach_is_refused_before_training(tmp_path):
 
 
 def test_a_pruned_model_at_chance_is_a_failed_run(tmp_path, monkeypatch):
-    from asp_export.prune import methods
+    from asp_export.prune import select
 
-    choose = methods.choose_plan
+    choose = select.choose_plan
 
     def destroying(dense, options):  # a cut that leaves no information through conv1
         source, plan, target = choose(dense, options)
@@ -292,7 +292,7 @@ def test_a_pruned_model_at_chance_is_a_failed_run(tmp_path, monkeypatch):
         layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
         return source, plan, target
 
-    monkeypatch.setattr(methods, "choose_plan", destroying)
+    monkeypatch.setattr(select, "choose_plan", destroying)
     args = ["--model", "lenet5", "--input-shape", "16,16,1", "--data", "digits", "--epochs", "2"]
     result, report = _prune(tmp_path, "dead", *args, "--round-to", "1", "--target-flops", "0.3")
     assert result.exit_code == 1, result.output

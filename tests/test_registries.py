@@ -9,9 +9,11 @@ commands/prune.py, bench.py, export.py and shrink.py (read from the dataclasses)
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import click
+import pytest
 
 
 def _option(command: click.Command, name: str) -> click.Option:
@@ -138,8 +140,6 @@ def test_cli_defaults_are_read_from_the_dataclasses():
 
 
 def test_prune_help_defaults_equal_the_dataclass_defaults():
-    import re
-
     from asp_export.commands.prune import command
 
     from asp_export.prune.options import PruneOptions, SurgeryConfig
@@ -181,3 +181,21 @@ def test_artifact_suffixes_one_table_for_export_bench_and_the_run_dir(tmp_path):
             assert detect_format(tmp_path / f"m{suffix.upper()}") == key
     assert detect_format(tmp_path / "m.h5") is None
     assert RunDir(tmp_path).model_path("dense").name == "dense" + ARTIFACT_SUFFIXES["keras"]
+
+
+def test_methods_one_registry_read_by_sparsity_sweep_and_the_cli():
+    from asp_export.commands.prune import command as prune_command
+
+    from asp_export.errors import UserInputError
+    from asp_export.prune import methods, sparsity
+    from asp_export.sweep import SweepOptions
+
+    assert methods.METHODS == tuple(methods.METHOD_TABLE)
+    assert sparsity.METHODS is methods.METHODS  # SparsityConfig validates against the registry
+    assert tuple(_option(prune_command, "method").type.choices) == methods.METHODS
+    for name in methods.METHODS:
+        assert methods.get_method(name).name == name
+        assert sparsity.SparsityConfig(method=name).method == name
+    valid = ", ".join(m for m in methods.METHODS if m != "none")
+    with pytest.raises(UserInputError, match=re.escape(f"valid: {valid} (none is always run).")):
+        SweepOptions(model="m", data="digits", methods=("nope",), targets=(0.5,), out="o")

@@ -235,9 +235,9 @@ def test_a_sweep_with_an_unreachable_target_is_refused_before_training(tmp_path)
 def test_a_cell_whose_pruned_model_is_at_chance_is_failed_not_a_row_of_results(tmp_path, monkeypatch):
     import numpy as np
 
-    from asp_export.prune import methods
+    from asp_export.prune import select
 
-    choose = methods.choose_plan
+    choose = select.choose_plan
 
     def destroying(dense, options):  # a cut that leaves no information through conv1 (not the reference's)
         source, plan, target = choose(dense, options)
@@ -246,7 +246,7 @@ def test_a_cell_whose_pruned_model_is_at_chance_is_failed_not_a_row_of_results(t
             layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
         return source, plan, target
 
-    monkeypatch.setattr(methods, "choose_plan", destroying)
+    monkeypatch.setattr(select, "choose_plan", destroying)
     out = tmp_path / "sweep"
     args = [*SWEEP[:8], "ssl", "--targets", "0.3", "--target-kind", "flops", "--epochs", "2"]
     args += ["--out", str(out)]

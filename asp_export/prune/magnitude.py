@@ -55,7 +55,7 @@ def run_magnitude(
     import contextlib
     import tempfile
 
-    from asp_export.prune.methods import validate
+    from asp_export.prune.select import validate
     from asp_export.rundir import RunDir, read_json, replacing
 
     validate(options, lambda: None)
@@ -163,9 +163,9 @@ def _worker(spec: dict) -> None:
     from asp_export import keras_io
     from asp_export._io import write_json_atomic
     from asp_export.prune import inputs, train
-    from asp_export.prune.methods import check_exclude
     from asp_export.prune.options import PruneOptions
     from asp_export.prune.report import model_figures, structure_string, write_report
+    from asp_export.prune.select import check_exclude
     from asp_export.prune.sparsity import elementwise_sparsity, grouped_kernels
     from asp_export.rundir import RunDir
     from asp_export.surgery import plan as surgery_plan

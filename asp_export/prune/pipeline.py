@@ -67,7 +67,7 @@ def _run_prune(
 
         return run_magnitude(options, force=force, resume=resume, run_dir=run.root if run else None)
 
-    from asp_export.prune import methods, train
+    from asp_export.prune import select, train
 
     # First TensorFlow call: multi-worker collectives must be configured at program startup.
     strategy = train.make_strategy(options.train.strategy)
@@ -80,7 +80,7 @@ def _run_prune(
         inputs.warn_degenerate(options, dataset)
         if not resume:  # before the seed is set: the model trained is built from the same seed as ever
             probe = inputs.build_model(options, model_source, dataset)  # bad input if it cannot be built
-            methods.validate(options, lambda: probe)
+            select.validate(options, lambda: probe)
             del probe
     train.set_mixed_precision(options.train.mixed_precision)
     train.set_determinism(options.train.seed)
@@ -141,12 +141,12 @@ def _train_and_report(
 
 def check_target_reachable(options: PruneOptions) -> None:
     """Refuse a target no cut of the model can reach, before anything trains (`asp sweep`
-    checks every cell up front; `asp prune` does it in `methods.validate`).
+    checks every cell up front; `asp prune` does it in `select.validate`).
 
     Raises:
         UserInputError: one line naming the most that can be removed.
     """
-    from asp_export.prune import methods
+    from asp_export.prune import select
 
     has_target = any(
         v is not None for v in (options.target_flops, options.target_sparsity, options.target_elementwise)
@@ -156,7 +156,7 @@ def check_target_reachable(options: PruneOptions) -> None:
     with held_logs():  # a target refused is one line, not the data's info lines and then the error
         model_source = inputs.model_source(options.model)
         dataset = inputs.load_data(options, model_source)
-        methods.check_reachable(inputs.build_model(options, model_source, dataset), options)
+        select.check_reachable(inputs.build_model(options, model_source, dataset), options)
 
 
 # --- stages -------------------------------------------------------------------
@@ -174,7 +174,7 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
     from_logits = emits_logits(dense)
     dense_accuracy = evaluate(dense, dataset, batch)
 
-    from asp_export.prune.methods import choose_plan
+    from asp_export.prune.select import choose_plan
 
     source, plan, target = choose_plan(
         dense, options

@@ -35,10 +35,10 @@ import numpy as np
 
 from asp_export import _keras_private
 from asp_export.errors import KerasInternalsChanged, UserInputError
+from asp_export.prune.methods import METHODS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gasl", "ssl", "none", "l1-filter", "slimming", "magnitude")  # asp_export/prune/methods.py
 SOLVERS = ("proximal", "subgradient")
 WEIGHTINGS = ("sqrt", "none")
 

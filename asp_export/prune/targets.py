@@ -371,7 +371,7 @@ def reach(
         threshold, round_to, min_channels: the run's surgery options.
         cost: ``model -> {"flops", "params"}`` (default: `asp_export.surgery.flops.count`).
         divisors: ``{layer name: divisor}`` making scores per weight for ``global``
-            (`asp_export.prune.methods.score_divisors`); default 1.
+            (`asp_export.prune.select.score_divisors`); default 1.
 
     Returns:
         A `TargetResult` whose model has exactly the plan's dropped channels zeroed
