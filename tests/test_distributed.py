@@ -101,12 +101,12 @@ def _weights(run: Path, name: str = "dense") -> list[np.ndarray]:
     return keras.saving.load_model(run / f"{name}.keras", safe_mode=True).get_weights()
 
 
-@pytest.mark.slow  # about 60 s
+@pytest.mark.slow  # about 60 s (two workers, one single process, two workers resumed)
 def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_path):
     """Two worker processes on localhost (TF_CONFIG) train one model: each global batch
     is split between them and the gradients are all-reduced, so both end with the
     same weights (trained and fine-tuned) and the same per-epoch losses, and say so in
-    config.json.
+    config.json; and those equal one process training alone on the same global batches.
 
     Then a kill that landed between the two workers' checkpoint writes (worker 0 saved
     epoch 2, worker 1 only epoch 1): `--resume` on both continues from epoch 1 on both
@@ -126,6 +126,23 @@ def test_two_local_workers_train_one_model_in_lockstep_and_resume_together(tmp_p
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     for a, b in zip(*(_weights(run, "pruned") for run in runs), strict=True):  # fine-tuned together too
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+    # the independent oracle: one process, no strategy, the same global batches
+    alone = tmp_path / "single"
+    single = subprocess.run(
+        [str(Path(sys.executable).with_name("asp")), *args[:-2], "--out", str(alone)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=180,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    alone_history = json.loads((alone / "state.json").read_text())["history"]
+    for key in ("loss", "val_loss"):
+        assert [h[key] for h in alone_history] == pytest.approx([h[key] for h in histories[0]], rel=1e-5), key
+    for name in ("dense", "pruned"):
+        for a, b in zip(_weights(runs[0], name), _weights(alone, name), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
 
     for run in runs:  # as if killed during the last checkpoint write, before the report
         (run / "report.json").unlink()
