@@ -199,3 +199,42 @@ def test_methods_one_registry_read_by_sparsity_sweep_and_the_cli():
     valid = ", ".join(m for m in methods.METHODS if m != "none")
     with pytest.raises(UserInputError, match=re.escape(f"valid: {valid} (none is always run).")):
         SweepOptions(model="m", data="digits", methods=("nope",), targets=(0.5,), out="o")
+
+
+def test_one_report_builder_for_the_structured_and_the_magnitude_path():
+    from asp_export.prune.options import PruneOptions
+    from asp_export.prune.report import build_report
+
+    options = PruneOptions(model="lenet5", out="runs/x")
+    layers = [{"name": "c", "groups_before": 8, "groups_after": 3}]
+    report = build_report(
+        options,
+        dense={"accuracy": 0.9},
+        masked_accuracy=0.81234567,
+        pruned={"accuracy": 0.8},
+        surgery=None,
+        finetuned=None,
+        layers=layers,
+        structure_live="3",
+        elementwise_sparsity=0.123456789,
+        plan={"groups": []},
+        target=None,
+        dataset="digits",
+        devices={"device": "cpu"},
+        seconds=12.345,
+        versions={"asp": "0"},
+        extra={"structural_change": False},
+    )
+    assert list(report) == [
+        "dense", "masked", "pruned", "surgery", "finetuned", "layers", "structure", "structure_live",
+        "elementwise_sparsity", "plan", "target", "structural_change",
+        "model", "dataset", "method", "seed", "config", "versions", "devices", "training",
+    ]  # fmt: skip
+    assert report["masked"] == {"accuracy": 0.812346} and report["elementwise_sparsity"] == 0.123457
+    assert report["structure"] == "3" and report["method"] == options.sparsity.method
+    assert report["training"] == {"epochs": options.train.epochs, "seconds": 12.3}
+    assert report["config"] == options.to_dict() and report["seed"] == options.train.seed
+    prune = Path(__file__).resolve().parents[1] / "asp_export" / "prune"
+    for name in ("pipeline.py", "magnitude.py"):  # neither writes report.json's keys by hand again
+        text = (prune / name).read_text()
+        assert '"masked":' not in text and '"structure":' not in text and '"training":' not in text, name

@@ -164,7 +164,7 @@ def _worker(spec: dict) -> None:
     from asp_export._io import write_json_atomic
     from asp_export.prune import inputs, train
     from asp_export.prune.options import PruneOptions
-    from asp_export.prune.report import model_figures, structure_string, write_report
+    from asp_export.prune.report import build_report, model_figures, structure_string, write_report
     from asp_export.prune.select import check_exclude
     from asp_export.prune.sparsity import elementwise_sparsity, grouped_kernels
     from asp_export.rundir import RunDir
@@ -265,18 +265,18 @@ def _worker(spec: dict) -> None:
     ]
     identity = surgery_plan(model, threshold=0.0, exclude=[layer.name for layer in model.layers])
     figures = model_figures(model, accuracy=accuracy, path=run.model_path("pruned"))
-    report = {
-        "dense": figures,
-        "masked": {"accuracy": round(accuracy, 6)},
-        "pruned": dict(figures),
-        "surgery": None,
-        "finetuned": None,
-        "layers": layers,
-        "structure": structure_string(layers),
-        "structure_live": structure_string(layers),
-        "elementwise_sparsity": round(elementwise_sparsity(model), 6),
-        "plan": identity.to_dict(),
-        "target": {
+    report = build_report(
+        options,
+        dense=figures,
+        masked_accuracy=accuracy,
+        pruned=dict(figures),
+        surgery=None,
+        finetuned=None,
+        layers=layers,
+        structure_live=structure_string(layers),
+        elementwise_sparsity=elementwise_sparsity(model),
+        plan=identity.to_dict(),
+        target={
             "kind": "sparsity",
             "requested": float(options.target_sparsity),
             "achieved": round(zero_fraction, 6),
@@ -285,22 +285,20 @@ def _worker(spec: dict) -> None:
             "scope": "per-layer (TF-MOT)",
             "round_to": None,
         },
-        "structural_change": False,
-        "note": "Unstructured TF-MOT magnitude pruning: zeros, no fewer channels; "
-        "pruned.keras is dense.keras (same architecture, same FLOPs).",
-        "model": options.model,
-        "dataset": dataset.name,
-        "method": "magnitude",
-        "seed": config.seed,
-        "config": options.to_dict(),
-        "versions": {
+        dataset=dataset.name,
+        devices=train.describe_devices(strategy),
+        seconds=seconds,
+        versions={
             **package_versions(),
             "tensorflow_model_optimization": tfmot.__version__,
             "tf_keras": tf_keras.__version__,
         },
-        "devices": train.describe_devices(strategy),
-        "training": {"epochs": config.epochs, "seconds": round(seconds, 1)},
-    }
+        extra={
+            "structural_change": False,
+            "note": "Unstructured TF-MOT magnitude pruning: zeros, no fewer channels; "
+            "pruned.keras is dense.keras (same architecture, same FLOPs).",
+        },
+    )
     write_report(run, report)
     train.write_state(run, complete=True)
 

@@ -121,18 +121,17 @@ def _train_and_report(
     train.set_mixed_precision(False)
     save_model(dense, run.model_path("dense"))
 
-    report = _prune_and_evaluate(dense, dataset, run, options, strategy)
-    report.update(
-        model=options.model,
+    measured = _prune_and_evaluate(dense, dataset, run, options, strategy)
+    from asp_export.prune.report import build_report, write_report
+
+    report = build_report(
+        options,
+        **measured,
         dataset=dataset.name,
-        method=options.sparsity.method,
-        seed=options.train.seed,
-        config=options.to_dict(),
-        versions=package_versions(),
         devices=train.describe_devices(strategy),
-        training={"epochs": options.train.epochs, "seconds": round(training_seconds, 1)},
+        seconds=training_seconds,
+        versions=package_versions(),
     )
-    from asp_export.prune.report import write_report
 
     write_report(run, report)
     train.write_state(run, complete=True)
@@ -163,11 +162,12 @@ def check_target_reachable(options: PruneOptions) -> None:
 
 
 def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, strategy) -> dict[str, Any]:
+    """Cut, rebuild, fine-tune and measure; returns `build_report`'s measured arguments."""
     import numpy as np
 
     from asp_export import surgery
     from asp_export.prune import train
-    from asp_export.prune.report import model_figures, structure_string
+    from asp_export.prune.report import model_figures
     from asp_export.prune.sparsity import elementwise_sparsity, grouped_kernels
 
     batch = options.train.batch_size
@@ -211,7 +211,7 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
     )
     return {
         "dense": model_figures(dense, accuracy=dense_accuracy, path=run.model_path("dense")),
-        "masked": {"accuracy": round(masked_accuracy, 6)},
+        "masked_accuracy": masked_accuracy,
         "pruned": pruned_figures,
         "surgery": {
             "accuracy_before_finetune": round(pruned_accuracy, 6),
@@ -219,9 +219,8 @@ def _prune_and_evaluate(dense, dataset, run: RunDir, options: PruneOptions, stra
         },
         "finetuned": finetuned,
         "layers": layers,
-        "structure": structure_string(layers),
         "structure_live": _live_structure(source, options.surgery.threshold, before, target),
-        "elementwise_sparsity": round(elementwise_sparsity(dense), 6),
+        "elementwise_sparsity": elementwise_sparsity(dense),
         "plan": plan.to_dict(),
         "target": target,
     }

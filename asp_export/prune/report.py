@@ -29,6 +29,65 @@ def structure_string(layers: list[dict]) -> str:
     return "-".join(str(layer["groups_after"]) for layer in layers)
 
 
+def build_report(
+    options,
+    *,
+    dense: dict[str, Any],
+    masked_accuracy: float,
+    pruned: dict[str, Any],
+    surgery: dict[str, Any] | None,
+    finetuned: dict[str, Any] | None,
+    layers: list[dict],
+    structure_live: str,
+    elementwise_sparsity: float,
+    plan: dict[str, Any],
+    target: dict[str, Any] | None,
+    dataset: str,
+    devices: dict[str, Any],
+    seconds: float,
+    versions: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """report.json's fields, in their order: what the run measured, then how it was made.
+
+    The one builder for both paths of `asp prune` (prune.pipeline for the structured methods,
+    prune.magnitude for TF-MOT); `extra` holds fields only one path has, placed before the run's.
+
+    Args:
+        options: the run's `PruneOptions` (model, method, seed, epochs and the whole config).
+        dense, pruned: `model_figures` of the trained and the final model.
+        masked_accuracy: accuracy with the cut channels zeroed, before the rebuild.
+        surgery, finetuned: the rebuild's own figures and the fine-tuned accuracy, or None.
+        layers: per regularised layer, groups before and after.
+        structure_live: the live groups per layer before rounding (`structure_string` notation).
+        elementwise_sparsity: the paper's metric on the dense model.
+        plan, target: the replayable surgery plan and the target record (or None).
+        dataset, devices, seconds, versions: the dataset name, devices, training time, versions.
+    """
+    return {
+        "dense": dense,
+        "masked": {"accuracy": round(masked_accuracy, 6)},
+        "pruned": pruned,
+        "surgery": surgery,
+        "finetuned": finetuned,
+        "layers": layers,
+        "structure": structure_string(layers),
+        "structure_live": structure_live,
+        "elementwise_sparsity": round(elementwise_sparsity, 6),
+        "plan": plan,
+        "target": target,
+        **(extra or {}),
+        "model": options.model,
+        "dataset": dataset,
+        "method": options.sparsity.method,
+        "seed": options.train.seed,
+        "config": options.to_dict(),
+        "versions": versions,
+        "devices": devices,
+        "training": {"epochs": options.train.epochs, "seconds": round(seconds, 1)},
+    }
+
+
 def write_report(run: RunDir, report: dict[str, Any]) -> None:
     report = {"schema_version": SCHEMA_VERSION, **report}
     write_json_atomic(run.report_json, report)
