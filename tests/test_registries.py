@@ -238,3 +238,24 @@ def test_one_report_builder_for_the_structured_and_the_magnitude_path():
     for name in ("pipeline.py", "magnitude.py"):  # neither writes report.json's keys by hand again
         text = (prune / name).read_text()
         assert '"masked":' not in text and '"structure":' not in text and '"training":' not in text, name
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"target_flops": 0.5, "target_elementwise": 0.5}, "Give one of --target-flops, --target-sparsity, "
+         "--target-elementwise, not several."),
+        ({"target_sparsity": 1.0}, "--target-sparsity is the fraction to remove, strictly between 0 and 1 "
+         "(0.8 removes 80 %); got 1.0."),
+        ({"target_elementwise": 0.0}, "--target-elementwise is the fraction to remove, strictly between 0 "
+         "and 1 (0.8 removes 80 %); got 0.0."),
+    ],
+)  # fmt: skip
+def test_target_option_messages_name_the_registrys_options(given, message):
+    from asp_export.errors import UserInputError
+    from asp_export.prune.targets import validate_target
+
+    values = {"target_flops": None, "target_sparsity": None, "target_elementwise": None, **given}
+    with pytest.raises(UserInputError) as caught:
+        validate_target(values["target_flops"], values["target_sparsity"], None, values["target_elementwise"])
+    assert str(caught.value) == message

@@ -119,19 +119,15 @@ def validate_target(
     Raises:
         UserInputError: both targets given, a value outside (0, 1), or an unknown scope.
     """
-    given = [v for v in (target_flops, target_sparsity, target_elementwise) if v is not None]
-    if len(given) > 1:
-        raise UserInputError(
-            "Give one of --target-flops, --target-sparsity, --target-elementwise, not several."
-        )
-    for name, value in (
-        ("--target-flops", target_flops),
-        ("--target-sparsity", target_sparsity),
-        ("--target-elementwise", target_elementwise),
-    ):
+    values = {"flops": target_flops, "sparsity": target_sparsity, "elementwise": target_elementwise}
+    if sum(value is not None for value in values.values()) > 1:
+        options = ", ".join(TARGET_KINDS[kind].option for kind in values)
+        raise UserInputError(f"Give one of {options}, not several.")
+    for kind, value in values.items():
         if value is not None and not 0.0 < float(value) < 1.0:
             raise UserInputError(
-                f"{name} is the fraction to remove, strictly between 0 and 1 (0.8 removes 80 %); got {value}."
+                f"{TARGET_KINDS[kind].option} is the fraction to remove, strictly between 0 and 1 "
+                f"(0.8 removes 80 %); got {value}."
             )
     if scope is not None and scope not in SCOPES:
         raise UserInputError(f"Unknown target scope {scope!r}; valid: {', '.join(SCOPES)}.")
