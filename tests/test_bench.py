@@ -304,7 +304,11 @@ def test_outputs_are_written_and_refused_without_force(pair_files, tmp_path):
     assert header[:3] == ["model", "role", "format"] and "p50_ms" in header
     assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     profile = json.loads((out / "profile_dense.json").read_text())
-    assert profile["ops"][0]["op_type"] in {"Conv", "FusedConv"} and set(written) >= {"profile_dense.json"}
+    # Which op is slowest depends on the machine's load (Conv, Gemm and ReorderOutput have all led
+    # here); what is fixed is that the convolutions are profiled and the ops come largest first.
+    assert {"Conv", "FusedConv"} & {op["op_type"] for op in profile["ops"]}
+    times = [op["ms_per_run"] for op in profile["ops"]]
+    assert times == sorted(times, reverse=True) and set(written) >= {"profile_dense.json"}
     from asp_export.errors import RunDirError
 
     with pytest.raises(RunDirError, match="--force"):
