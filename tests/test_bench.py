@@ -425,3 +425,28 @@ def test_cli_json_format_prints_parseable_json_even_on_fallback(pair_files, tmp_
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["rows"][0]["fallback"] is True
+
+
+def test_bench_runs_where_the_resource_module_is_missing_and_leaves_peak_rss_unmeasured(pair_files, tmp_path):
+    # `resource` is Unix only (Windows has onnxruntime but not it): importing bench must not need it, and a
+    # bench there records peak_rss_mb as None (not measured) instead of failing
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["resource"] = None  # `import resource` now raises ImportError, as on Windows
+        from asp_export.bench.run import peak_rss_mb
+        assert peak_rss_mb() is None
+        from asp_export.cli import cli
+        cli.main(["bench", {str(pair_files[0])!r}, {str(pair_files[1])!r}, "--batch", "1", "--runtime",
+                  "onnxruntime", "--warmup", "1", "--iterations", "3", "--min-time", "0",
+                  "--out", {str(tmp_path / "o")!r}], standalone_mode=False)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "o" / "bench.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [r["peak_rss_mb"] for r in rows] == [None, None]
+    from asp_export.bench.run import peak_rss_mb
+
+    assert peak_rss_mb() > 1  # where `resource` exists (this Linux box) it is measured, in MB

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import resource
 import sys
 import time
 from pathlib import Path
@@ -407,9 +406,14 @@ def _profiles(
 # machine facts
 
 
-def peak_rss_mb() -> float:
+def peak_rss_mb() -> float | None:
     """Peak resident memory of THIS process so far (ru_maxrss) in MB (10^6 bytes, asp_export/units.py);
-    it only grows, across all rows."""
+    it only grows, across all rows. None (not measured) where the standard library has no `resource`
+    module (Windows): it is imported here, not at module level, so `asp bench` still runs there."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return (peak if sys.platform == "darwin" else peak * 1024) / 1e6  # bytes on macOS, KiB on Linux
 
