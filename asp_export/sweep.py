@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asp_export import tables
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.errors import AspError, UserInputError
 from asp_export.prune.targets import KINDS, TARGET_KINDS
@@ -463,6 +464,13 @@ def render_csv(comparison: dict) -> str:
     return buffer.getvalue()
 
 
+_TABLE = tables.columns(
+    *("method", "target", "reached", "accuracy", "drop (pt)", "params", "FLOPs removed", "structure"),
+    "ORT CPU speedup b32",
+    right=("target", "reached", "accuracy", "drop (pt)", "params", "FLOPs removed", "ORT CPU speedup b32"),
+)
+
+
 def render_markdown(comparison: dict) -> str:
     ref = comparison["reference"]
     lines = [
@@ -473,25 +481,31 @@ def render_markdown(comparison: dict) -> str:
         f"{ref['params']:,} params, {ref['flops']:,} FLOPs. "
         f"{TARGET_KINDS[comparison['kind']].sweep_text}; drops are in points vs the reference.",
         "",
-        "| method | target | reached | accuracy | drop (pt) | params | FLOPs removed | structure "
-        "| ORT CPU speedup b32 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
+    rows = []
     for row in comparison["rows"]:
         if row["status"] != "ok":
-            lines.append(
-                f"| {_label(row)} | {row['target']:g} | {row['status']} | | | | | "
-                f"{row.get('error') or ''} | |"
+            rows.append(
+                (_label(row), f"{row['target']:g}", row["status"], "", "", "", "", row.get("error") or "", "")
             )
             continue
         speedup = "" if row["speedup_ort_cpu_b32"] is None else f"{row['speedup_ort_cpu_b32']:.2f}x"
         achieved = "" if row["achieved"] is None else f"{row['achieved']:.3f}"
         mark = " †" if row.get("structural_change") is False else ""
-        lines.append(
-            f"| {_label(row)}{mark} | {row['target']:g} | {achieved} | {100 * row['accuracy']:.2f} % | "
-            f"{row['accuracy_drop_pt']:+.2f} | {row['params']:,} | {100 * row['flops_reduction']:.1f} % | "
-            f"{row['structure']} | {speedup} |"
+        rows.append(
+            (
+                f"{_label(row)}{mark}",
+                f"{row['target']:g}",
+                achieved,
+                f"{100 * row['accuracy']:.2f} %",
+                f"{row['accuracy_drop_pt']:+.2f}",
+                f"{row['params']:,}",
+                f"{100 * row['flops_reduction']:.1f} %",
+                row["structure"],
+                speedup,
+            )
         )
+    lines.append(tables.to_markdown(_TABLE, rows))
     if any(row.get("structural_change") is False for row in comparison["rows"]):
         lines += ["", f"† {UNSTRUCTURED_NOTE}."]
     lines.append("")

@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from asp_export import tables
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.bench.profile import format_placement, format_profile
 from asp_export.bench.stats import STAT_FIELDS, dispersion_reason
@@ -43,6 +45,18 @@ _MARKDOWN_COLUMNS = (
     *("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "throughput", "n_iter"),
     *("first_inference_ms", "load_ms"),
 )
+_PAIR_COLUMNS = tables.columns(
+    *("runtime", "provider", "format", "precision", "batch", "dense p50 ms", "pruned p50 ms", "speedup"),
+    *("FLOPs ratio", "efficiency", "verdict"),
+    right=("batch", "dense p50 ms", "pruned p50 ms", "speedup", "FLOPs ratio", "efficiency"),
+)
+
+
+def _row_columns(keys: tuple[str, ...]) -> tuple[tables.Column, ...]:
+    """Row keys as columns: figures right-aligned, names left."""
+    return tuple(
+        tables.Column(k, k == "batch" or k.endswith("_ms") or k in ("throughput", "n_iter")) for k in keys
+    )
 
 
 def write_outputs(data: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -186,29 +200,24 @@ def to_markdown(data: dict[str, Any]) -> str:
         "",
     ]
     if data["pairs"]:
-        out += [
-            "| runtime | provider | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | "
-            "FLOPs ratio | efficiency | verdict |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-        ]
+        pair_rows = []
         for p in data["pairs"]:
             verdict_text = "**SLOWER**" if p["verdict"] == "slower" else (p["verdict"] or p["status"])
             if p.get("parity_failed"):
                 verdict_text += f" · **{'/'.join(p['parity_failed'])} failed parity**"
-            out.append(
-                f"| {p['runtime']} | {_fmt(p['provider'])} | {p['format']} | {_fmt(p['precision'])} | "
-                f"{p['batch']} | {_fmt(p['dense_p50_ms'], 'dense_p50_ms')} | "
-                f"{_fmt(p['pruned_p50_ms'], 'pruned_p50_ms')} | "
-                f"{_fmt(p['speedup_p50'])} | {_fmt(p['flops_ratio'])} | {_fmt(p['efficiency'])} | "
-                f"{verdict_text} |"
+            pair_rows.append(
+                (
+                    *(p["runtime"], _fmt(p["provider"]), p["format"], _fmt(p["precision"]), str(p["batch"])),
+                    *(_fmt(p["dense_p50_ms"], "dense_p50_ms"), _fmt(p["pruned_p50_ms"], "pruned_p50_ms")),
+                    *(_fmt(p["speedup_p50"]), _fmt(p["flops_ratio"]), _fmt(p["efficiency"]), verdict_text),
+                )
             )
+        out.append(tables.to_markdown(_PAIR_COLUMNS, pair_rows))
         out += [""] + [f"- {pair_sentence(p)}" for p in data["pairs"]]
     else:
         out.append("No dense/pruned pairs in this benchmark.")
-    cols = _MARKDOWN_COLUMNS
-    out += ["", "## Rows", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in data["rows"]:
-        out.append("| " + " | ".join(_cell(row, c) for c in cols) + " |")
+    out += ["", "## Rows", ""]
+    out.append(_rows_table(data, _MARKDOWN_COLUMNS, tables.to_markdown))
     if data.get("profiles"):
         out += ["", "## Where the time goes (onnxruntime profile)", ""]
         for prof in data["profiles"]:
@@ -242,17 +251,14 @@ def to_csv(data: dict[str, Any]) -> str:
 
 
 def to_terminal(data: dict[str, Any], fmt: str = "table") -> str:
-    """What `asp bench` prints: a table (rich when installed), or the json/md/csv text."""
+    """What `asp bench` prints: the rows as an aligned table and the pair sentences, or json/md/csv."""
     if fmt == "json":
         return json.dumps(data, indent=2, default=str)
     if fmt == "md":
         return to_markdown(data)
     if fmt == "csv":
         return to_csv(data)
-    table = _rich_table(data)
-    if table is None:
-        table = _plain_table(data)
-    lines = [table]
+    lines = [_rows_table(data, _TABLE_COLUMNS, tables.to_text)]
     lines += [pair_sentence(p) for p in data["pairs"]]
     lines += [f"note: {line}" for line in notes(data)]
     lines += [
@@ -267,25 +273,6 @@ def _what(entry: dict[str, Any]) -> str:
     return " ".join(str(entry[k]) for k in ("model", "format", "precision") if entry.get(k))
 
 
-def _plain_table(data: dict[str, Any]) -> str:
-    cells = [list(_TABLE_COLUMNS)] + [[_cell(r, c) for c in _TABLE_COLUMNS] for r in data["rows"]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(_TABLE_COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in cells)
-
-
-def _rich_table(data: dict[str, Any]) -> str | None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        return None
-    table = Table(title="asp bench", show_lines=False)
-    for col in _TABLE_COLUMNS:
-        table.add_column(
-            col, justify="right" if col.endswith(("_ms", "throughput", "n_iter", "batch")) else "left"
-        )
-    for row in data["rows"]:
-        table.add_row(*[_cell(row, c) for c in _TABLE_COLUMNS])
-    console = Console(file=io.StringIO(), width=160, color_system=None, record=True)
-    console.print(table)
-    return console.export_text().rstrip()
+def _rows_table(data: dict[str, Any], keys: tuple[str, ...], render: Callable[..., str]) -> str:
+    """The rows as a table, terminal text or Markdown (asp_export.tables renders both)."""
+    return render(_row_columns(keys), [[_cell(row, k) for k in keys] for row in data["rows"]])

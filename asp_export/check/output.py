@@ -18,12 +18,15 @@ from typing import Any
 
 from asp_export.check.compare import FAIL, INFO, NEW, PASS, SKIPPED, CheckReport, Row, format_pct
 from asp_export.check.metrics import BUDGETS, SOURCES
+from asp_export.tables import columns, to_markdown, to_text
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("table", "json", "md", "junit")
 
-_COLUMNS = ("metric", "baseline", "current", "delta", "budget", "status")
+_COLUMNS = columns(
+    "metric", "baseline", "current", "delta", "budget", "status", right=("baseline", "current", "delta")
+)
 
 
 def format_value(row: Row, value: Any) -> str:
@@ -108,21 +111,8 @@ def _latency_note(report: CheckReport) -> str | None:
 
 def render_table(report: CheckReport) -> str:
     """Plain-text table for the terminal, with the sources line and the PASS/FAIL summary."""
-    rows = [_COLUMNS] + [_cells(r) for r in report.rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS) - 1)]
-    right = {1, 2, 3}
-
-    def line(cells: tuple[str, ...]) -> str:
-        out = []
-        for i, cell in enumerate(cells[:-1]):
-            out.append(cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]))
-        out.append(cells[-1])
-        return "  ".join(out).rstrip()
-
     lines = [f"asp check {report.run_dir} against {report.baseline_path}", _sources_line(report), ""]
-    lines.append(line(rows[0]))
-    lines.append("  ".join("-" * w for w in widths) + "  " + "-" * 6)
-    lines.extend(line(cells) for cells in rows[1:])
+    lines.append(to_text(_COLUMNS, [_cells(r) for r in report.rows]))
     lines.append("")
     note = _latency_note(report)
     if note:
@@ -134,23 +124,19 @@ def render_table(report: CheckReport) -> str:
 _MD_STATUS = {PASS: "✅ pass", FAIL: "❌ fail", SKIPPED: "⏭️ skipped", NEW: "🆕 new", INFO: "ℹ️ info"}
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def render_md(report: CheckReport) -> str:
     """GitHub-flavoured Markdown: a heading, the table, the sources and the summary."""
     verdict = "passed" if report.passed else "FAILED"
     lines = [f"### asp check {verdict}: `{report.run_dir}` vs `{report.baseline_path}`", ""]
-    lines.append("| " + " | ".join(_COLUMNS) + " |")
-    lines.append("| " + " | ".join(["---", "---:", "---:", "---:", "---", "---"]) + " |")
+    rows = []
     for row in report.rows:
         cells = list(_cells(row))
         cells[0] = f"`{cells[0]}`"
         cells[-1] = _MD_STATUS[row.status] + (
             f": {row.message}" if row.message and row.status != PASS else ""
         )
-        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+        rows.append(cells)
+    lines.append(to_markdown(_COLUMNS, rows))
     lines.append("")
     lines.append(_sources_line(report))
     note = _latency_note(report)

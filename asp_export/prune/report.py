@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asp_export import tables
 from asp_export._io import write_json_atomic, write_text_atomic
 from asp_export.rundir import SCHEMA_VERSION, RunDir
 from asp_export.units import format_bytes
@@ -107,6 +108,20 @@ def _count(value: int | None) -> str:
     return str(value)
 
 
+_MODELS_TABLE = tables.columns(
+    "model", "accuracy", "params", "FLOPs", "file", right=("accuracy", "params", "FLOPs", "file")
+)
+_LAYERS_TABLE = tables.columns(
+    "layer", "groups before", "groups after", right=("groups before", "groups after")
+)
+
+
+def _model_row(label: str, entry: dict[str, Any], sizes: bool = True) -> tuple[str, ...]:
+    """One line of the models table; a masked or fine-tuned model has the sizes of the line above it."""
+    figures = (_count(entry.get("params")), _count(entry.get("flops")), format_bytes(entry.get("size_bytes")))
+    return (label, _pct(entry.get("accuracy")), *(figures if sizes else ("", "", "")))
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     dense, pruned, masked = report["dense"], report.get("pruned") or {}, report.get("masked") or {}
     lines = [
@@ -115,19 +130,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Method **{report['method']}**, seed {report['seed']}, {report['training']['epochs']} epochs"
         f" ({report['training']['seconds']:.0f} s on {report['devices']['device']}).",
         "",
-        "| model | accuracy | params | FLOPs | file |",
-        "| --- | ---: | ---: | ---: | ---: |",
-        f"| dense (as trained) | {_pct(dense.get('accuracy'))} | {_count(dense.get('params'))} | "
-        f"{_count(dense.get('flops'))} | {format_bytes(dense.get('size_bytes'))} |",
-        f"| dense, dead groups zeroed | {_pct(masked.get('accuracy'))} | | | |",
+    ]
+    rows = [
+        _model_row("dense (as trained)", dense),
+        _model_row("dense, dead groups zeroed", masked, sizes=False),
     ]
     if pruned:
-        lines.append(
-            f"| pruned (rebuilt) | {_pct(pruned.get('accuracy'))} | {_count(pruned.get('params'))} | "
-            f"{_count(pruned.get('flops'))} | {format_bytes(pruned.get('size_bytes'))} |"
-        )
+        rows.append(_model_row("pruned (rebuilt)", pruned))
     if report.get("finetuned"):
-        lines.append(f"| pruned, fine-tuned | {_pct(report['finetuned'].get('accuracy'))} | | | |")
+        rows.append(_model_row("pruned, fine-tuned", report["finetuned"], sizes=False))
+    lines.append(tables.to_markdown(_MODELS_TABLE, rows))
     lines += [
         "",
         f"Structure (kept groups per layer): **{report['structure']}**"
@@ -153,12 +165,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"Element-wise sparsity (the paper's metric, |w| <= 1e-3): {_pct(report['elementwise_sparsity'])}.",
         "",
-        "| layer | groups before | groups after |",
-        "| --- | ---: | ---: |",
     ]
-    lines += [
-        f"| {layer['name']} | {layer['groups_before']} | {layer['groups_after']} |"
-        for layer in report["layers"]
+    layers = [
+        (layer["name"], str(layer["groups_before"]), str(layer["groups_after"])) for layer in report["layers"]
     ]
+    lines.append(tables.to_markdown(_LAYERS_TABLE, layers))
     lines.append("")
     return "\n".join(lines)
