@@ -12,6 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from asp_export import tables
+from asp_export.artifacts import BenchPair
+
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
@@ -23,6 +26,21 @@ def _pct(x):
 
 def _two(x) -> str:
     return "-" if x is None else f"{x:.2f}"  # efficiency is null where no FLOPs were cut
+
+
+_PAIR_COLUMNS = tables.columns(
+    *("runtime", "format", "precision", "batch", "dense p50 ms", "pruned p50 ms", "speedup", "FLOPs ratio"),
+    "efficiency",
+    right=("batch", "dense p50 ms", "pruned p50 ms", "speedup", "FLOPs ratio", "efficiency"),
+)
+
+
+def _pair_cells(pair: BenchPair) -> tuple[str, ...]:
+    """One pair's cells; a pair that was not measured (a row failed) says its status instead of figures."""
+    ms = ["-" if x is None else f"{x:.3f}" for x in (pair.dense_p50_ms, pair.pruned_p50_ms)]
+    speedup = pair.status if pair.speedup_p50 is None else f"{pair.speedup_p50:.2f}x"
+    return (pair.runtime, pair.format, pair.precision or "", str(pair.batch), *ms, speedup,
+            _two(pair.flops_ratio), _two(pair.efficiency))  # fmt: skip
 
 
 def main(run: Path) -> None:
@@ -74,18 +92,8 @@ def main(run: Path) -> None:
     if bench:
         machine = bench.get("machine", {})
         print(f"Latency on {machine.get('cpu', '?')}, {machine.get('cpu_count', '?')} cores:\n")
-        print(
-            "| runtime | format | precision | batch | dense p50 ms | pruned p50 ms | speedup | FLOPs ratio | "
-            "efficiency |"
-        )
-        print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for pair in bench["pairs"]:
-            print(
-                f"| {pair['runtime']} | {pair['format']} | {pair.get('precision') or ''} | {pair['batch']} | "
-                f"{pair.get('dense_p50_ms', float('nan')):.3f} | "
-                f"{pair.get('pruned_p50_ms', float('nan')):.3f} | "
-                f"{pair['speedup_p50']:.2f}x | {pair['flops_ratio']:.2f} | {_two(pair.get('efficiency'))} |"
-            )
+        rows = [_pair_cells(BenchPair.from_json(p)) for p in bench["pairs"]]
+        print(tables.to_markdown(_PAIR_COLUMNS, rows))
 
 
 if __name__ == "__main__":

@@ -450,3 +450,42 @@ def test_bench_runs_where_the_resource_module_is_missing_and_leaves_peak_rss_unm
     from asp_export.bench.run import peak_rss_mb
 
     assert peak_rss_mb() > 1  # where `resource` exists (this Linux box) it is measured, in MB
+
+
+def test_bench_pairs_are_the_typed_record_asp_check_and_summarize_run_read(pair_files, tmp_path):
+    from dataclasses import fields
+
+    from asp_export.artifacts import BenchPair
+    from asp_export.check.metrics import speedup_spreads
+
+    config = BenchConfig(
+        inputs=tuple(map(str, pair_files)), runtimes=("onnxruntime",), batches=(1,), policy=FAST
+    )
+    (pair,) = run_bench(config).data["pairs"]
+    assert list(pair) == [f.name for f in fields(BenchPair)]  # the JSON keys, in the order written
+    typed = BenchPair.from_json(pair)
+    assert typed.to_json() == pair and typed.speedup_p50 == pytest.approx(
+        pair["dense_p50_ms"] / pair["pruned_p50_ms"]
+    )
+    assert typed.id == "onnxruntime/CPUExecutionProvider/onnx/b1"
+    assert list(speedup_spreads({"pairs": [pair]})) == [f"speedup_p50[{typed.id}]"]  # asp check's name for it
+
+
+def test_summarize_run_prints_an_incomplete_pair_by_its_status(tmp_path):
+    # a pair whose pruned row failed has no speedup: the summary says so instead of failing on None
+    pair = {"runtime": "onnxruntime", "provider": "CPUExecutionProvider", "format": "onnx", "precision": None,
+            "batch": 1, "dense_model": "dense", "pruned_model": "pruned", "status": "incomplete",
+            "dense_p50_ms": 1.5, "pruned_p50_ms": None, "flops_ratio": 2.0}  # fmt: skip
+    ok = {**pair, "status": "ok", "pruned_p50_ms": 0.75, "speedup_p50": 2.0, "efficiency": 1.0, "batch": 32}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "bench.json").write_text(json.dumps({"machine": {}, "pairs": [pair, ok]}))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize_run.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("| onnxruntime")]
+    assert lines == [
+        "| onnxruntime | onnx |  | 1 | 1.500 | - | incomplete | 2.00 | - |",
+        "| onnxruntime | onnx |  | 32 | 1.500 | 0.750 | 2.00x | 2.00 | 1.00 |",
+    ]

@@ -12,9 +12,11 @@ import gc
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from asp_export.artifacts import BenchPair
 from asp_export.bench.config import OUTPUT_FILES, ROLES, SCHEMA_VERSION, BenchConfig, BenchResult
 from asp_export.bench.runtimes import (
     ORT_ALLOW_SPINNING,
@@ -309,44 +311,35 @@ def _pair(
         return None
     d_i, p_i = roles["dense"], roles["pruned"]
     dense, pruned = rows[d_i], rows[p_i]
-    pair: dict[str, Any] = {
-        "runtime": dense["runtime"],
-        "provider": dense["provider"] or pruned["provider"],
-        "format": dense["format"],
-        "precision": dense["precision"],
-        "batch": dense["batch"],
-        "dense_model": dense["model"],
-        "pruned_model": pruned["model"],
-        "status": "ok",
-        "dense_p50_ms": dense["p50_ms"],
-        "pruned_p50_ms": pruned["p50_ms"],
-        "speedup_p50": None,
-        "speedup_p10_blocks": None,
-        "speedup_p90_blocks": None,
-        "dense_flops": dense["flops"],
-        "pruned_flops": pruned["flops"],
-        "flops_ratio": None,
-        "efficiency": None,
-        "slower": None,
-        "verdict": None,
-        # roles whose file failed export parity: the speedup compares a file that computes something else
-        "parity_failed": [t.role for t in group if t.role in ROLES and t.parity_failed],
-    }
+    pair = BenchPair(
+        runtime=dense["runtime"],
+        provider=dense["provider"] or pruned["provider"],
+        format=dense["format"],
+        precision=dense["precision"],
+        batch=dense["batch"],
+        dense_model=dense["model"],
+        pruned_model=pruned["model"],
+        dense_p50_ms=dense["p50_ms"],
+        pruned_p50_ms=pruned["p50_ms"],
+        dense_flops=dense["flops"],
+        pruned_flops=pruned["flops"],
+        parity_failed=[t.role for t in group if t.role in ROLES and t.parity_failed],
+    )
     if dense["flops"] and pruned["flops"]:
-        pair["flops_ratio"] = dense["flops"] / pruned["flops"]
+        pair.flops_ratio = dense["flops"] / pruned["flops"]
     if dense["status"] != "ok" or pruned["status"] != "ok":
-        pair["status"] = "incomplete"
-        return pair
+        pair.status = "incomplete"
+        return pair.to_json()
     if dense["provider"] != pruned["provider"]:  # e.g. TensorRT built one engine but not the other
-        pair["status"] = "provider_mismatch"
-        pair["provider"] = f"{dense['provider']} vs {pruned['provider']}"
-        return pair
+        pair.status = "provider_mismatch"
+        pair.provider = f"{dense['provider']} vs {pruned['provider']}"
+        return pair.to_json()
     d_m, p_m = measured.get(d_i), measured.get(p_i)
     interval = speedup_interval(d_m.block_medians_ms, p_m.block_medians_ms) if d_m and p_m else None
     if interval:
-        pair["speedup_p10_blocks"], pair["speedup_p90_blocks"] = interval
-    pair.update(pair_math(dense["p50_ms"], pruned["p50_ms"], pair["flops_ratio"], interval))
-    return pair
+        pair.speedup_p10_blocks, pair.speedup_p90_blocks = interval
+    figures = pair_math(dense["p50_ms"], pruned["p50_ms"], pair.flops_ratio, interval)
+    return replace(pair, **figures).to_json()
 
 
 def pair_math(

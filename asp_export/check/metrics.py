@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asp_export.artifacts import pair_id
 from asp_export.errors import UserInputError, unknown_name_error
 from asp_export.rundir import RunDir
 
@@ -287,27 +288,16 @@ def parity_failures(manifest: dict[str, Any]) -> list[str]:
     return failed + [f"{_file_id(f)} (export failed)" for f in _export_failures(manifest)]
 
 
-def _pair_id(pair: dict[str, Any]) -> str:
-    # precision is part of the id when bench records it: TFLite fp32/fp16/int8 pairs share
-    # runtime, provider, format and batch.
-    keys = (
-        ("runtime", "provider", "format", "precision")
-        if pair.get("precision")
-        else ("runtime", "provider", "format")
-    )
-    return "/".join(str(pair.get(k) or "-") for k in keys) + f"/b{pair.get('batch', '?')}"
-
-
 def _speedups(data: dict[str, Any]) -> dict[str, Any]:
     pairs = data.get("pairs", [])
     if not isinstance(pairs, list) or not all(isinstance(p, dict) for p in pairs):
         raise FieldError("field pairs must be a list of objects")
     out: dict[str, Any] = {}
     for pair in pairs:
-        name = f"speedup_p50[{_pair_id(pair)}]"
+        name = f"speedup_p50[{pair_id(pair)}]"
         if name in out:
-            log.warning("bench/bench.json lists pair %s twice; using the last one.", _pair_id(pair))
-        out[name] = _validated(pair.get("speedup_p50"), "ratio", f"pairs[{_pair_id(pair)}].speedup_p50")
+            log.warning("bench/bench.json lists pair %s twice; using the last one.", pair_id(pair))
+        out[name] = _validated(pair.get("speedup_p50"), "ratio", f"pairs[{pair_id(pair)}].speedup_p50")
     return out
 
 
@@ -317,7 +307,7 @@ def parity_failed_pairs(data: dict[str, Any]) -> dict[str, list[str]]:
     for pair in data.get("pairs", []):
         roles = pair.get("parity_failed")
         if isinstance(roles, list) and roles:
-            out[f"speedup_p50[{_pair_id(pair)}]"] = [str(r) for r in roles]
+            out[f"speedup_p50[{pair_id(pair)}]"] = [str(r) for r in roles]
     return out
 
 
@@ -328,7 +318,7 @@ def speedup_spreads(data: dict[str, Any]) -> dict[str, tuple[float, float]]:
     for pair in data.get("pairs", []):
         lo, hi = pair.get("speedup_p10_blocks"), pair.get("speedup_p90_blocks")
         if is_number(lo) and is_number(hi):
-            out[f"speedup_p50[{_pair_id(pair)}]"] = (lo, hi)
+            out[f"speedup_p50[{pair_id(pair)}]"] = (lo, hi)
     return out
 
 
