@@ -259,6 +259,20 @@ def test_nested_models_are_flattened(tmp_path):
     assert all(not isinstance(layer, keras.Model) for layer in small.layers)
 
 
+def test_a_nested_model_called_twice_can_be_the_output():
+    # Keras numbers a nested functional model's calls from 1 in output_layers, from 0 elsewhere.
+    block_in = keras.Input((8, 8, 6))
+    y = L.Conv2D(6, 3, padding="same", name="inner_conv")(block_in)
+    block = keras.Model(block_in, L.Add(name="inner_add")([block_in, y]), name="block")
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, block(block(L.Conv2D(6, 3, padding="same", name="stem")(inp))))
+    g = build_graph(model)
+    assert list(g.flat.outputs) == ["inner_add", 1, 0]  # the second call's output
+    assert count(model).macs == 8 * 8 * 6 * 27 + 2 * 8 * 8 * 6 * 54
+    flat = surgery.apply(model, surgery.plan(model, threshold=1e-6))  # every channel feeds the output
+    assert _rel(flat(_x(model)), model(_x(model))) < 1e-6
+
+
 def test_sequential_model_is_converted(tmp_path):
     model = keras.Sequential(
         [

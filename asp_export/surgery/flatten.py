@@ -252,7 +252,7 @@ class _Flattener:
                 sub_cfg = entry["config"]
                 if cls == "Sequential":
                     sub_cfg = _sequential_as_functional(sub_cfg, obj)
-                nested_cfg[lname] = (sub_cfg, obj, entry.get("inbound_nodes", []))
+                nested_cfg[lname] = (sub_cfg, obj, entry.get("inbound_nodes", []), cls)
                 self.nested.append(lname)
                 continue
             key = id(obj) if obj is not None else id(entry)
@@ -264,13 +264,21 @@ class _Flattener:
                 self.by_obj[key] = flat
             name_map[lname], base[lname] = flat, len(self.layers[flat].calls)
 
+        def resolve_output(hist) -> TRef:
+            # Keras numbers a nested functional model's calls from 1 in `output_layers` (its node 0 is
+            # the one linking its own inputs to outputs) but from 0 in the layers' inbound_nodes.
+            lname, k, t = hist
+            if lname in nested_cfg and nested_cfg[lname][3] != "Sequential":
+                k -= 1
+            return resolve((lname, k, t))
+
         def resolve(hist) -> TRef:
             lname, k, t = hist
             if lname in input_map:
                 return input_map[lname]
             if lname in nested_cfg:
                 if (lname, k) not in nested_out:
-                    sub_cfg, obj, nodes = nested_cfg[lname]
+                    sub_cfg, obj, nodes, _ = nested_cfg[lname]
                     _, ins, _ = self.convert_node(nodes[k], resolve)
                     nested_out[(lname, k)] = self.expand(sub_cfg, obj, ins, lname)
                 return nested_out[(lname, k)][t]
@@ -287,11 +295,11 @@ class _Flattener:
                 args, ins, kw = self.convert_node(node, resolve)
                 rec.calls.append(Call(rec.name, len(rec.calls), args[0], args[1], ins, kw))
         if outer_inputs is None:
-            self.top_resolve = resolve
+            self.top_resolve = resolve_output
         for lname in nested_cfg:  # nested models whose outputs nobody consumed still run
             for k in range(len(nested_cfg[lname][2])):
                 resolve((lname, k, 0))
-        return [resolve(r) for r in leaves(cfg["output_layers"])]
+        return [resolve_output(r) for r in leaves(cfg["output_layers"])]
 
     def convert_node(self, node, resolve):
         if isinstance(node, list):  # legacy format: [[name, k, t, kwargs], ...]
