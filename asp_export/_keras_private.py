@@ -5,8 +5,6 @@ test that fails naming the entry ("Keras X.Y changed ...; update asp_export/_ker
 pyproject.toml bounds keras to the minor the suite ran on, so a change is loud, never a silent
 change of behaviour. Keras is imported inside the functions only.
 
-- `functional_graph`, `functional_calls` (surgery/flops.py, per-call shapes): `Sequential._functional`,
-  `Functional._nodes`, `Operation._inbound_nodes`, `keras.src.ops.function.make_node_key`.
 - `output_layer_names` (prune/sparsity.py, skip the classifier): `KerasTensor._keras_history`.
 - `has_adam_moments`, `adam_second_moments` (prune/sparsity.py, proximal step): `Adam._velocities`,
   `Optimizer._get_variable_index`.
@@ -16,15 +14,11 @@ change of behaviour. Keras is imported inside the functions only.
 
 from __future__ import annotations
 
-from asp_export.errors import UserInputError
-
 __all__ = [
     "LAYER_MODULES",
     "OP_MODULES",
     "PUBLIC_LAYER_MODULES",
     "adam_second_moments",
-    "functional_calls",
-    "functional_graph",
     "has_adam_moments",
     "output_layer_names",
 ]
@@ -38,42 +32,6 @@ LAYER_MODULES = ("keras.src.layers",)
 OP_MODULES = ("keras.src.ops", "keras.ops")
 
 _ADAM_SLOTS = ("_velocities", "beta_1", "beta_2", "epsilon")
-
-
-def functional_graph(model):
-    """The functional graph behind `model` (a built Sequential delegates to one)."""
-    import keras
-
-    if isinstance(model, keras.Sequential):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise UserInputError(
-                f"Sequential model {model.name!r} is not built; give its first layer an input shape "
-                "or call `model.build(input_shape)` before counting FLOPs."
-            )
-        return functional
-    if not hasattr(model, "_nodes") or not hasattr(model, "operations"):
-        raise UserInputError(
-            f"FLOPs can only be counted on functional or Sequential Keras models; got {type(model).__name__} "
-            f"{getattr(model, 'name', '')!r}. Rebuild it with keras.Model(inputs, outputs)."
-        )
-    return model
-
-
-def functional_calls(model):
-    """Yield (operation, node) for every call in the model's graph, in topological order.
-
-    Keras 3 keeps the call sites only in private attributes (`_inbound_nodes`, and the
-    model's `_nodes` keys to tell this model's calls from calls in other models that
-    share the layer); the public config has the topology but not the shapes.
-    """
-    from keras.src.ops.function import make_node_key
-
-    graph = functional_graph(model)
-    for op in graph.operations:
-        for index, node in enumerate(op._inbound_nodes):
-            if make_node_key(op, index) in graph._nodes:
-                yield op, node
 
 
 def output_layer_names(model) -> set[str]:

@@ -153,6 +153,16 @@ def test_shared_layer_is_counted_once_per_call_and_its_params_once():
     assert report.params == 15
 
 
+def test_calls_of_a_shared_layer_in_another_model_are_not_counted():
+    x = keras.Input(shape=(4,), name="x")
+    shared = layers.Dense(4, name="shared")
+    model = keras.Model(x, shared(shared(x)))
+    keras.Model(x, shared(x))  # a third call, in another model
+    report = count(model)
+    assert [r.name for r in report.per_layer] == ["x", "shared", "shared"]
+    assert report.macs == 2 * 16
+
+
 def test_nested_model_is_recursed_and_its_layers_are_prefixed():
     inner_in = keras.Input(shape=(8, 8, 3), name="inner_input")
     inner_out = layers.Conv2D(4, 3, padding="valid", name="conv")(inner_in)

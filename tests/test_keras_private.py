@@ -15,49 +15,11 @@ import pytest
 from keras import layers
 
 from asp_export import _keras_private as kp
-from asp_export.errors import KerasInternalsChanged, UserInputError
+from asp_export.errors import KerasInternalsChanged
 
 
 def changed(what: str) -> str:
     return f"Keras {keras.__version__} changed {what}; update asp_export/_keras_private.py"
-
-
-def _calls_in_config(model) -> dict[str, int]:
-    """Calls per layer as the public config lists them (InputLayers have no inbound node there)."""
-    return {
-        entry["name"]: len(entry["inbound_nodes"])
-        for entry in model.get_config()["layers"]
-        if entry["class_name"] != "InputLayer"
-    }
-
-
-def test_functional_calls_are_the_calls_the_public_config_lists():
-    inner_in = keras.Input((4,), name="inner_in")
-    inner = keras.Model(inner_in, layers.Dense(3, name="inner_dense")(inner_in), name="inner")
-    x = keras.Input((4,), name="x")
-    shared = layers.Dense(4, name="shared")
-    model = keras.Model(x, inner(shared(shared(x))), name="outer")  # a shared layer, a nested model
-    keras.Model(x, inner(shared(x)), name="other")  # calls in another model must not be counted
-
-    calls: dict[str, int] = {}
-    for op, node in kp.functional_calls(model):
-        if type(op).__name__ == "InputLayer":
-            continue
-        calls[op.name] = calls.get(op.name, 0) + 1
-        expected = (None, 3) if op.name == "inner" else (None, 4)
-        assert [tuple(t.shape) for t in node.output_tensors] == [expected], changed("Node.output_tensors")
-        assert [tuple(t.shape) for t in node.input_tensors] == [(None, 4)], changed("Node.input_tensors")
-    assert calls == _calls_in_config(model) == {"shared": 2, "inner": 1}, changed(
-        "Functional._nodes / Operation._inbound_nodes / make_node_key"
-    )
-
-
-def test_a_built_sequential_is_walked_through_its_functional_graph():
-    model = keras.Sequential([keras.Input((4,)), layers.Dense(2, name="a"), layers.Dense(1, name="b")])
-    names = [op.name for op, _ in kp.functional_calls(model) if type(op).__name__ != "InputLayer"]
-    assert names == ["a", "b"], changed("Sequential._functional")
-    with pytest.raises(UserInputError, match="not built"):
-        list(kp.functional_calls(keras.Sequential([layers.Dense(2)])))
 
 
 def test_output_layer_names_are_the_configs_output_layers():

@@ -1,13 +1,13 @@
 """A Keras functional or Sequential model, nested models included, as one flat graph.
 
-Why: channel coupling (`asp_export.surgery.graph`) and surgery (`asp_export.surgery`) reason
-about one graph of layer calls. Keras stores a functional model's graph in its config
-(``config["layers"][i]["inbound_nodes"]``), but a model may nest other models (a
-backbone inside a classifier, a Sequential block inside a functional one). Here every
-nested model's layers become layers of one flat functional model (`FlatModel`), with
-tensor references (`TRef`) rewritten to point through the nesting; `FlatModel.to_config`
-rebuilds an equivalent flat Keras model. A shared layer (called at several nodes) stays
-one layer with several calls.
+Why: channel coupling (`asp_export.surgery.graph`), surgery (`asp_export.surgery`) and the FLOPs
+counter (`asp_export.surgery.flops`) reason about one graph of layer calls. Keras stores a
+functional model's graph in its config (``config["layers"][i]["inbound_nodes"]``), but a model
+may nest other models (a backbone inside a classifier, a Sequential block inside a functional
+one). Here every nested model's layers become layers of one flat functional model (`FlatModel`),
+with tensor references (`TRef`) rewritten to point through the nesting; `FlatModel.to_config`
+rebuilds an equivalent flat Keras model. A shared layer (called at several nodes) stays one
+layer with several calls; each call keeps its nesting path (`Call.path`, "outer/inner/conv").
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Call:
     kwargs: Any
     inputs: list  # list[TRef], args first
     kw_inputs: list  # list[TRef] found in kwargs
+    path: str = ""  # the layer's name in its own model, behind the nesting path ("outer/inner/conv")
 
 
 @dataclass
@@ -224,8 +225,11 @@ class _Flattener:
             cand, i = f"{base}_{i}", i + 1
         return cand
 
-    def expand(self, cfg: dict, container, outer_inputs: list | None, prefix: str):
-        """Inline one (call of a) functional config; returns its outputs as flat refs."""
+    def expand(self, cfg: dict, container, outer_inputs: list | None, prefix: str, path: str = ""):
+        """Inline one (call of a) functional config; returns its outputs as flat refs.
+
+        `path` is the nesting path of this config's layers ("" at the top, then "outer/").
+        """
         layer_entries = cfg["layers"]
         input_names = [r[0] for r in leaves(cfg["input_layers"])]
         name_map: dict[str, str] = {}
@@ -280,7 +284,7 @@ class _Flattener:
                 if (lname, k) not in nested_out:
                     sub_cfg, obj, nodes, _ = nested_cfg[lname]
                     _, ins, _ = self.convert_node(nodes[k], resolve)
-                    nested_out[(lname, k)] = self.expand(sub_cfg, obj, ins, lname)
+                    nested_out[(lname, k)] = self.expand(sub_cfg, obj, ins, lname, f"{path}{lname}/")
                 return nested_out[(lname, k)][t]
             if lname not in name_map:
                 raise UnsupportedLayerError(f"Model config refers to an unknown layer {lname!r}.")
@@ -293,7 +297,9 @@ class _Flattener:
             rec = self.layers[name_map[lname]]
             for node in entry.get("inbound_nodes", []):
                 args, ins, kw = self.convert_node(node, resolve)
-                rec.calls.append(Call(rec.name, len(rec.calls), args[0], args[1], ins, kw))
+                rec.calls.append(
+                    Call(rec.name, len(rec.calls), args[0], args[1], ins, kw, path=f"{path}{lname}")
+                )
         if outer_inputs is None:
             self.top_resolve = resolve_output
         for lname in nested_cfg:  # nested models whose outputs nobody consumed still run
@@ -425,7 +431,7 @@ def topo_calls(flat: FlatModel) -> list[Call]:
     input_layers = [flat.layers[r[0]] for r in leaves(flat.inputs)]
     for rec in input_layers:  # InputLayers have no calls; represent them as call 0
         if not rec.calls:
-            rec.calls.append(Call(rec.name, 0, [], {}, [], []))
+            rec.calls.append(Call(rec.name, 0, [], {}, [], [], path=rec.name))
     return [flat.layers[r[0]].calls[0] for r in leaves(flat.inputs)] + order
 
 

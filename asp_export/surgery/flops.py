@@ -3,7 +3,8 @@
 Why a counter of our own: the pruning report compares dense and pruned models, so
 the count must follow the functional graph exactly (shared layers once per call,
 nested models recursed into) and give the same number for the same architecture on
-every machine. It reads shapes from the model's graph; nothing is executed.
+every machine. It walks the flat functional graph of `asp_export.surgery.flatten` (the one
+reader of a model's config graph, also used by surgery) and its shapes; nothing is executed.
 
 Convention (stable; `report.json` and `bench.json` rely on it):
 
@@ -32,8 +33,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from asp_export._keras_private import functional_calls
 from asp_export.errors import UserInputError
+from asp_export.surgery.flatten import flatten_model, leaves, resolve_shapes, topo_calls
 
 log = logging.getLogger(__name__)
 
@@ -266,17 +267,21 @@ class _Counter:
             return _zero
         return None
 
-    def walk(self, model, prefix: str = "") -> None:
-        import keras
-
-        for op, node in functional_calls(model):
-            name = f"{prefix}{op.name}"
-            if isinstance(op, keras.Model):
-                self.walk(op, prefix=f"{name}/")
-                continue
-            outs = [_per_sample(t.shape, f"output of layer {name!r}") for t in node.output_tensors]
-            ins = [_per_sample(t.shape, f"input of layer {name!r}") for t in node.input_tensors]
-            rule = self._rule(op)
+    def walk(self, model) -> None:
+        flat = _flat_graph(model)
+        _record_output_shapes(flat, model)
+        shapes = resolve_shapes(flat, topo_calls(flat))
+        # rows in the config's layer order (Keras' own order of the operations), calls in call order
+        for call in [call for rec in flat.layers.values() for call in rec.calls]:
+            rec = flat.layers[call.layer]
+            op = rec.obj
+            name = call.path or rec.name
+            outs = [_per_sample(shapes[ref], f"output of layer {name!r}") for ref in _outputs(call, shapes)]
+            in_refs = call.inputs + call.kw_inputs
+            ins = [_per_sample(shapes[tuple(r)], f"input of layer {name!r}") for r in in_refs]
+            rule = self._rule(op) if op is not None else None
+            if rec.class_name == "InputLayer":
+                rule = _zero
             if rule is None:
                 if name not in self.uncounted:
                     self.uncounted.append(name)
@@ -286,13 +291,54 @@ class _Counter:
             self.rows.append(
                 LayerFlops(
                     name=name,
-                    class_name=type(op).__name__,
+                    class_name=type(op).__name__ if op is not None else rec.class_name,
                     macs=macs,
                     flops=2 * macs,
                     params=self._new_params(op),
                     output_shape=outs[0] if outs else (),
                 )
             )
+
+
+def _outputs(call, shapes: dict) -> list:
+    """The output tensors of one call whose shapes are known, in output order."""
+    refs = []
+    while (ref := (call.layer, call.index, len(refs))) in shapes:
+        refs.append(ref)
+    return refs
+
+
+def _record_output_shapes(flat, model) -> None:
+    """Take the model outputs' shapes from `model.outputs` (the config records only consumed tensors').
+
+    Inferring them instead fails for an op with a constant operand, e.g. `keras.ops.matmul(x, w)`.
+    A dict of outputs is left to inference (`model.outputs` sorts its keys, the config does not).
+    """
+    refs = leaves(flat.outputs)
+    tensors = list(getattr(model, "outputs", None) or [])
+    if isinstance(flat.outputs, dict) or any(isinstance(o, dict) for o in flat.outputs):
+        return
+    if len(refs) == len(tensors):
+        for ref, tensor in zip(refs, tensors, strict=True):
+            flat.recorded_shapes.setdefault(ref, tuple(tensor.shape))
+
+
+def _flat_graph(model):
+    """The model's flat functional graph (surgery.flatten), refusing what has no graph to count."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        if not model.built:
+            raise UserInputError(
+                f"Sequential model {model.name!r} is not built; give its first layer an input shape "
+                "or call `model.build(input_shape)` before counting FLOPs."
+            )
+    elif not isinstance(model, keras.Model) or not hasattr(model, "operations"):
+        raise UserInputError(
+            f"FLOPs can only be counted on functional or Sequential Keras models; got {type(model).__name__} "
+            f"{getattr(model, 'name', '')!r}. Rebuild it with keras.Model(inputs, outputs)."
+        )
+    return flatten_model(model)
 
 
 TOTALS = ("params", "flops", "macs")
