@@ -118,6 +118,36 @@ def test_a_group_includes_its_bias_and_the_batch_norm_after_it():
     assert float(np.asarray(new_kernel)[0, 0, 0, 1]) == 4.0
 
 
+def test_a_sequential_models_batch_norm_joins_the_group_and_a_nested_ones_does_not():
+    """BN companions come from the flat graph: a Sequential is a chain; nested models stay out (as before)."""
+    import keras
+
+    seq = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="logits"),
+        ]
+    )
+    (grouped,) = sparsity.grouped_kernels(seq)
+    assert sorted(v.path.split("/")[-2] + "/" + v.name for v in grouped.companions) == [
+        "bn/beta",
+        "bn/gamma",
+        "conv/bias",
+    ]
+    inner_in = keras.Input((8, 8, 1))
+    inner = keras.Model(
+        inner_in,
+        keras.layers.BatchNormalization(name="inner_bn")(keras.layers.Conv2D(4, 3, name="c")(inner_in)),
+    )
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(keras.layers.Flatten()(inner(inputs))))
+    (grouped,) = sparsity.grouped_kernels(model)
+    assert [v.name for v in grouped.companions] == ["bias"]
+
+
 def test_proximal_training_makes_useless_groups_exactly_zero(keras_seed):
     """A linear toy regression needs one of 8 hidden neurons: most must collapse to exact zeros."""
     import keras

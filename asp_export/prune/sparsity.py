@@ -189,23 +189,28 @@ def grouped_kernels(
 
 
 def _batch_norms_reading(model) -> dict[str, list]:
-    """{producer layer name: [BatchNormalization layers whose input is its output]} (top level)."""
+    """{producer layer name: [BatchNormalization layers whose input is its output]} (top level).
+
+    Read from the flat graph (`asp_export.surgery.flatten`, the one reader of a model's config
+    graph); BNs inside nested models are not looked at, as before (only top-level calls count).
+    """
+    from asp_export.errors import UnsupportedLayerError
+    from asp_export.surgery.flatten import flatten_model
+
     readers: dict[str, list] = {}
     try:
-        layer_configs = model.get_config()["layers"]
-    except (NotImplementedError, KeyError, TypeError):
+        flat = flatten_model(model)
+    except (NotImplementedError, UnsupportedLayerError, UserInputError):  # subclassed, unbuilt
         return readers
-    for entry in layer_configs:
-        if entry.get("class_name") != "BatchNormalization":
+    for rec in flat.layers.values():
+        if rec.class_name != "BatchNormalization" or rec.config.get("axis", -1) not in (-1, 3, [-1], [3]):
             continue
-        axis = entry["config"].get("axis", -1)
-        if axis not in (-1, 3, [-1], [3]):
-            continue
-        for node in entry.get("inbound_nodes", []):
-            for arg in node.get("args", [])[:1]:
-                history = arg.get("config", {}).get("keras_history") if isinstance(arg, dict) else None
-                if history:
-                    readers.setdefault(history[0], []).append(model.get_layer(entry["config"]["name"]))
+        for call in rec.calls:
+            if "/" in call.path or not call.inputs:
+                continue
+            producer = flat.layers[call.inputs[0][0]]
+            if producer.class_name != "InputLayer" and "/" not in producer.calls[call.inputs[0][1]].path:
+                readers.setdefault(producer.name, []).append(rec.obj)
     return readers
 
 
