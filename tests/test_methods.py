@@ -325,3 +325,23 @@ def test_the_run_says_where_rounding_gave_way(tmp_path):
     assert report["target"]["rounding_gave_way"] == ["conv1"]
     assert "rounding gave way in conv1 to reach it" in result.output
     assert "rounding to 8 gave way in conv1" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_magnitude_refuses_a_branched_model_before_its_worker_starts():
+    """The chain check reads the flat graph: an Add of two tensors (a list argument) is a branch."""
+    import keras
+
+    from asp_export.prune.magnitude import _chain_layers
+
+    inputs = keras.Input((8, 8, 1), name="input")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(inputs)
+    y = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(x)
+    branched = keras.Model(inputs, keras.layers.Add(name="add")([x, y]), name="res")
+    with pytest.raises(UserInputError, match="branches at layer add"):
+        _chain_layers(branched)
+    chain = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="c"), keras.layers.Flatten()]
+    )
+    assert [layer.name for layer in _chain_layers(chain)] == ["c", chain.layers[-1].name]
+    functional = keras.Model(inputs, keras.layers.Flatten(name="flat")(x))
+    assert [layer.name for layer in _chain_layers(functional)] == ["conv1", "flat"]

@@ -112,20 +112,24 @@ def _clean_config(layer_class, config: dict) -> dict:
 
 
 def _chain_layers(model) -> list:
-    """The model's layers after its Input, refusing anything that is not a simple chain."""
+    """The model's layers after its Input, refusing anything that is not a simple chain.
+
+    Calls and their inputs come from the flat graph (`asp_export.surgery.flatten`); a nested model
+    is passed over here and refused by `_twin` (tf_keras cannot rebuild it).
+    """
+    from asp_export.surgery.flatten import flatten_model
+
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-    config_layers = {entry["config"]["name"]: entry for entry in model.get_config().get("layers", [])}
+    flat = flatten_model(model)
     previous = None
     for layer in layers:
-        nodes = config_layers.get(layer.name, {}).get("inbound_nodes", [])
-        sources = [
-            arg["config"]["keras_history"][0]
-            for node in nodes
-            for arg in node.get("args", [])
-            if isinstance(arg, dict) and "keras_history" in arg.get("config", {})
-        ]
+        rec = flat.layers.get(layer.name)
+        if rec is None or rec.obj is not layer:  # a nested model: inlined in the flat graph
+            previous = None
+            continue
+        sources = [ref[0] for call in rec.calls for ref in call.inputs + call.kw_inputs]
         if (
-            len(nodes) > 1
+            len(rec.calls) > 1
             or len(sources) > 1
             or (previous is not None and sources and sources[0] != previous)
         ):
