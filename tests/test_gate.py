@@ -140,9 +140,11 @@ def test_a_run_from_another_machine_passes_the_gate(gate_run, tmp_path):
 
 
 def _set_speedups(run: Path, speedup) -> None:
-    def change(bench):
+    def change(bench):  # a run that measured `speedup` with a tight block spread around it
         for pair in bench["pairs"]:
-            pair["speedup_p50"] = speedup(pair)
+            value = speedup(pair)
+            pair["speedup_p50"] = value
+            pair["speedup_p10_blocks"], pair["speedup_p90_blocks"] = value * 0.98, value * 1.02
 
     _rewrite(run / "bench" / "bench.json", change)
 
@@ -167,6 +169,25 @@ def test_a_slower_pruned_model_fails_the_latency_gate(gate_run, tmp_path):
     failed = result.stdout.strip().splitlines()[-1]
     assert "2 metric(s) regressed" in failed and "/b1]" in failed and "/b32]" in failed, result.stdout
     assert "params" not in failed and "accuracy" not in failed, result.stdout
+
+
+def test_a_speedup_below_its_limit_inside_this_runs_noise_passes_and_says_so(gate_run, tmp_path):
+    """On a shared core the p50 speedup can dip under the limit while the run's own block spread
+    still reaches it: that is noise, reported, not a regression; the same p50 with the whole
+    spread below the limit fails."""
+    run = _copy(gate_run, tmp_path)
+
+    def wide(bench):
+        for pair in bench["pairs"]:
+            pair["speedup_p50"], pair["speedup_p10_blocks"], pair["speedup_p90_blocks"] = 0.8, 0.6, 1.2
+
+    _rewrite(run / "bench" / "bench.json", wide)
+    result = _check(run)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("noise, not a regression") == 2, result.stdout
+
+    _set_speedups(run, lambda pair: 0.8)
+    assert _check(run).returncode == 1
 
 
 def test_a_run_without_pruning_fails_the_gate_and_says_why(tmp_path):

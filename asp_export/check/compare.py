@@ -307,7 +307,7 @@ def compare(
             )
         else:
             rows.append(compare_one(name, metric, baseline.metrics[name], figures.values[name], budget))
-    rows = [_failed_parity(_with_detail(r, figures), figures) for r in rows]
+    rows = [_failed_parity(_with_detail(_within_noise(r, figures), figures), figures) for r in rows]
     return CheckReport(figures.run_dir, baseline.path, rows, dict(figures.found), budgets)
 
 
@@ -333,6 +333,29 @@ def _failed_parity(row: Row, figures: Figures) -> Row:
         return row
     message = f"{' and '.join(roles)} file failed export parity; timing not valid"
     return replace(row, status=FAIL, message=message)
+
+
+def _within_noise(row: Row, figures: Figures) -> Row:
+    """A speedup below its limit passes when this run's own block spread still reaches the limit.
+
+    Why: dense and pruned are timed in blocks that alternate; the 10th-90th percentile of the
+    per-block speedups is how far this run's noise alone moves the figure. A regression is a
+    speedup whose whole spread lies below the limit; a p50 under the limit with a spread across
+    it is a noisy run (a shared CI core), which the gate reports but does not fail on.
+    """
+    if row.status != FAIL or row.name not in figures.speedup_spread or row.baseline is None:
+        return row
+    if row.budget is None or row.current is None:
+        return row
+    lo, hi = figures.speedup_spread[row.name]
+    limit = row.baseline * (1 - row.budget / 100.0)
+    if hi < limit:
+        return row
+    message = (
+        f"{row.message}, but this run's block spread {lo:.2f}x-{hi:.2f}x reaches the {limit:.2f}x limit: "
+        "noise, not a regression"
+    )
+    return replace(row, status=PASS, message=message)
 
 
 def _with_detail(row: Row, figures: Figures) -> Row:

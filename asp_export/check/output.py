@@ -77,7 +77,7 @@ def format_budget(row: Row) -> str:
 
 
 def format_status(row: Row) -> str:
-    if row.status in (PASS,) or not row.message:
+    if not row.message:  # a passing row speaks only when it passed as noise (compare._within_noise)
         return row.status
     return f"{row.status}: {row.message}"
 
@@ -132,9 +132,7 @@ def render_md(report: CheckReport) -> str:
     for row in report.rows:
         cells = list(_cells(row))
         cells[0] = f"`{cells[0]}`"
-        cells[-1] = _MD_STATUS[row.status] + (
-            f": {row.message}" if row.message and row.status != PASS else ""
-        )
+        cells[-1] = _MD_STATUS[row.status] + (f": {row.message}" if row.message else "")
         rows.append(cells)
     lines.append(to_markdown(_COLUMNS, rows))
     lines.append("")
