@@ -222,10 +222,15 @@ def compare_one(name: str, metric: Metric, baseline: Any, current: Any, budget: 
             msg = f"{format_pct(delta_pct, budget)} > +{budget:g}% allowed"
         msg = "" if ok else msg
     else:
-        limit = baseline * (1 - budget / 100.0)
+        limit = _higher_is_better_limit(baseline, budget)
         ok = current >= limit * (1 - _EPS) - _EPS
         msg = "" if ok else f"{format_pct(delta_pct, -budget)} < -{budget:g}% allowed"
     return Row(name, metric, PASS if ok else FAIL, baseline, current, delta, delta_pct, budget, msg)
+
+
+def _higher_is_better_limit(baseline: float, budget: float) -> float:
+    """The lowest value a higher-is-better metric may fall to: `budget` percent below its baseline."""
+    return baseline * (1 - budget / 100.0)
 
 
 def format_pct(value: float | None, limit: float | None = None) -> str:
@@ -348,7 +353,7 @@ def _within_noise(row: Row, figures: Figures) -> Row:
     if row.budget is None or row.current is None:
         return row
     lo, hi = figures.speedup_spread[row.name]
-    limit = row.baseline * (1 - row.budget / 100.0)
+    limit = _higher_is_better_limit(row.baseline, row.budget)
     if hi < limit:
         return row
     message = (
