@@ -44,7 +44,9 @@ reading them: the channel then carries exactly 0, so surgery drops it), plans
 with the run's ``--threshold``/``--round-to``/``--min-channels``, applies and
 counts. Rounding (``round_to``) only keeps channels back, so the reached value
 may overshoot the target by up to one rounding step per layer; both the
-rounded and the unrounded figures are reported.
+rounded and the unrounded figures are reported. Where rounding would keep the target out
+of reach, it gives way in the fewest layers that need it (`_release_rounding`), and the
+report names them.
 """
 
 from __future__ import annotations
